@@ -1,0 +1,182 @@
+"""`jarvis <stage>`: one subcommand per pipeline stage, plus tools (score, chat, convert-reference, dag).
+
+The CLI takes ids (experiment, benchmark, component names) and flags that do not change results; every
+hyper-parameter lives in params.yaml (house rule 4). Imports are lazy so `jarvis --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _params(args: argparse.Namespace):
+    from jarvis.config import load_params
+
+    return load_params(args.params)
+
+
+def _print_metrics(metrics: dict) -> int:
+    print(json.dumps(metrics, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from jarvis.stages import download
+
+    params = _params(args)
+    kind, name = next((k, getattr(args, k)) for k in ("data", "llm", "tower") if getattr(args, k))
+    return _print_metrics(download.run(params, kind, name))
+
+
+def cmd_cache_features(args: argparse.Namespace) -> int:
+    from jarvis.stages import cache_features
+
+    return _print_metrics(cache_features.run(_params(args), args.data, args.vision, args.target))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from jarvis.launch import maybe_relaunch
+
+    params = _params(args)
+    settings = params.stage_training(args.experiment, args.command)
+    maybe_relaunch(settings.nproc, settings.nodes)  # re-execs under torchrun when a stage needs several processes
+    from jarvis.stages import train
+
+    return _print_metrics(train.run(params, args.experiment, args.command))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from jarvis.stages import evaluate
+
+    return _print_metrics(evaluate.run(_params(args), args.experiment, args.benchmark))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from jarvis.stages import report
+
+    return _print_metrics(report.run(_params(args)))
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from jarvis.eval import scorers
+
+    return scorers.run_score(args)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from jarvis.stages import chat
+
+    print(chat.answer(Path(args.checkpoint), Path(args.image) if args.image else None, args.question,
+                      max_new_tokens=args.max_new_tokens))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from jarvis.model.convert import convert_reference
+
+    convert_reference(Path(args.src), Path(args.dst), target_dir=Path(args.target) if args.target else None)
+    print(f"wrote {args.dst}")
+    return 0
+
+
+def cmd_dag(args: argparse.Namespace) -> int:
+    from jarvis import dag
+
+    params, _, stages = dag.load(args.params)
+    text = dag.render_dvc(stages)
+    if args.action == "render":
+        tmp = Path("dvc.yaml.tmp")
+        tmp.write_text(text)
+        tmp.replace("dvc.yaml")
+        print(f"dvc.yaml: {len(stages)} stages")
+        return 0
+    if args.action == "check":
+        current = Path("dvc.yaml").read_text() if Path("dvc.yaml").exists() else ""
+        if current != text:
+            print("dvc.yaml is stale: run `jarvis dag render`", file=sys.stderr)
+            return 1
+        print("dvc.yaml is fresh")
+        return 0
+    for s in stages:
+        print(s.id)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jarvis", description=__doc__)
+    p.add_argument("--params", default="params.yaml", help="params file (default: ./params.yaml)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("download", help="fetch (hub) or materialise (tiny) one data set / LLM / vision tower")
+    g = d.add_mutually_exclusive_group(required=True)
+    g.add_argument("--data")
+    g.add_argument("--llm")
+    g.add_argument("--tower")
+    d.set_defaults(func=cmd_download)
+
+    c = sub.add_parser("cache-features", help="cache frozen context/target tower features of the stage-1 images")
+    c.add_argument("--data", required=True)
+    c.add_argument("--vision", required=True)
+    c.add_argument("--target")
+    c.set_defaults(func=cmd_cache_features)
+
+    for stage, text in (("pretrain", "stage 1: alignment (LLaVA or JARVIS), ZeRO-2"),
+                        ("finetune", "stage 2: instruction tuning, ZeRO-3")):
+        t = sub.add_parser(stage, help=text)
+        t.add_argument("--experiment", required=True)
+        t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="greedy answers + scores for one benchmark")
+    e.add_argument("--experiment", required=True)
+    e.add_argument("--benchmark", required=True)
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("report", help="experiments x benchmarks table and plots")
+    r.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("score", help="score a Cambrian-format answers file; prints scores JSON")
+    from jarvis.eval.scorers import add_score_arguments
+
+    add_score_arguments(s)
+    s.set_defaults(func=cmd_score)
+
+    ch = sub.add_parser("chat", help="answer one question about one image (greedy)")
+    ch.add_argument("--checkpoint", required=True)
+    ch.add_argument("--image")
+    ch.add_argument("--max-new-tokens", type=int, default=64)
+    ch.add_argument("question")
+    ch.set_defaults(func=cmd_chat)
+
+    cv = sub.add_parser("convert-reference", help="convert an aimagelab/JARVIS checkpoint to this format")
+    cv.add_argument("src")
+    cv.add_argument("dst")
+    cv.add_argument("--target", help="target-encoder directory (mllm_jepa checkpoints store only its name)")
+    cv.set_defaults(func=cmd_convert)
+
+    dg = sub.add_parser("dag", help="render/check dvc.yaml from params.yaml, or list stage ids")
+    dg.add_argument("action", choices=["render", "check", "list"])
+    dg.set_defaults(func=cmd_dag)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from jarvis.config import ConfigError
+
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+# One rule per stage record of jarvis.dag.build_stages. Per-stage values are bound through `params:` (eager; also
+# what Snakemake's params rerun trigger compares), never read from loop variables inside `shell:` (late binding).
+
+
+rule all:
+    default_target: True
+    input:
+        final_targets(STAGES),
+
+
+for _stage in STAGES:
+
+    rule:
+        name:
+            _stage.id
+        input:
+            snakemake_inputs(_stage),
+        output:
+            [directory(o) if is_dir_out(o) else o for o in _stage.outs],
+            _stage.metrics,
+        log:
+            _stage.log,
+        params:
+            cmd=_stage.cmd,
+            launcher=launcher(_stage),
+            done=f"{DONE_DIR}/{_stage.id}",
+            values=resolved_values(RAW, _stage),
+        threads: _stage.resources["cpus"]
+        resources:
+            **slurm_resources(_stage),
+        conda:
+            "../../environment.yml"
+        shell:
+            "{params.launcher}{params.cmd} > {log} 2>&1 && mkdir -p $(dirname {params.done}) && touch {params.done}"
