@@ -14,6 +14,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+	bash scripts/link-profile.sh
 
 test: setup
 	$(VENV)/bin/pytest -q
@@ -26,3 +27,6 @@ lint: setup
 
 clean:
 	rm -rf $(VENV)
+
+run: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH DVC_NO_ANALYTICS=1 $(VENV)/bin/snakemake --cores 2 all

@@ -56,9 +56,9 @@ class LLMSpec(_Strict):
 
 
 class TowerSpec(_Strict):
-    library: Literal["hf", "timm"]
+    library: Literal["transformers", "timm"]
     init: Literal["scratch", "hub"]
-    config: dict[str, Any] | None = None  # hf: config kwargs incl. model_type; timm: create_model kwargs
+    config: dict[str, Any] | None = None  # transformers: config kwargs incl. model_type; timm: create_model kwargs
     name: str | None = None  # timm model name
     hub: HubRef | None = None
     feature_layer: int = -1
@@ -69,15 +69,19 @@ class TowerSpec(_Strict):
     def _source(self) -> TowerSpec:
         if self.library == "timm" and not self.name:
             raise ValueError("library: timm needs `name`")
-        if self.init == "scratch" and self.library == "hf" and not (self.config or {}).get("model_type"):
-            raise ValueError("library: hf, init: scratch needs `config.model_type`")
+        if self.init == "scratch" and self.library == "transformers" and not (self.config or {}).get("model_type"):
+            raise ValueError("library: transformers, init: scratch needs `config.model_type`")
         if self.init == "hub" and self.hub is None:
             raise ValueError("init: hub needs `hub: {repo_id, revision}`")
         return self
 
 
+CacheDtype = Literal["float32", "bfloat16", "float16"]
+
+
 class SyntheticData(_Strict):
     kind: Literal["synthetic"]
+    feature_cache_dtype: CacheDtype = "float32"
     image_size: int = Field(ge=16)
     n_pretrain: int = Field(ge=1)
     n_instruct: int = Field(ge=1)
@@ -97,6 +101,7 @@ class HubCorpus(_Strict):
 
 class HubData(_Strict):
     kind: Literal["hub"]
+    feature_cache_dtype: CacheDtype = "bfloat16"
     pretrain: HubCorpus
     instruct: HubCorpus
     max_dropped_fraction: float = Field(ge=0.0, le=1.0)

@@ -1,0 +1,102 @@
+"""Stage `cache_features`: run the frozen context tower (and target tower) once over the stage-1 images.
+
+Both towers are frozen in stage 1 (paper-spec §8), so their outputs are a pure function of the image: computing them
+once removes the towers from every training step (the reference runs DINOv2-L and CLIP-L in each step). Output:
+sharded safetensors (``context`` [n,N,Dv] before the projector, ``target`` [n,Nt,Dt]) + ``index.json``, in the
+format of jarvis.data.dataset.FeatureCache. Resumable per shard: finished shards in the partial directory are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from jarvis import paths
+from jarvis.config import Params, experiment_refs
+from jarvis.stages.common import corpus, image_transform, load_tower, stage_params_view
+
+log = logging.getLogger(__name__)
+SHARD_SIZE = 1024
+BATCH = 32
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _encode(samples: list[dict[str, Any]], root: Path, transform: Any, vision: Any, target: Any | None,
+            dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    from jarvis.data.dataset import safe_image_path
+
+    ctx_out, tgt_out = [], []
+    for i in range(0, len(samples), BATCH):
+        pix, pix_t = [], []
+        for s in samples[i : i + BATCH]:
+            with Image.open(safe_image_path(root, s["image"])) as im:
+                x = transform(im.convert("RGB"))
+            if target is None:
+                pix.append(x)
+            else:
+                pix.append(x[0])
+                pix_t.append(x[1])
+        with torch.inference_mode():
+            ctx_out.append(vision(torch.stack(pix)).to(dtype))
+            if target is not None:
+                tgt_out.append(target(torch.stack(pix_t)).to(dtype))
+    return torch.cat(ctx_out), (torch.cat(tgt_out) if target is not None else None)
+
+
+def run(params: Params, data: str, vision_name: str, target_name: str | None) -> dict[str, Any]:
+    from jarvis import tracking
+    from jarvis.data.dataset import load_and_validate, write_feature_index, write_feature_shard
+    from jarvis.io import atomic_dir
+
+    exp = next((e for e in params.run.experiments
+                if params.experiments[e].data == data and params.experiments[e].vision == vision_name), None)
+    keys = experiment_refs(params, exp, "cache_features") if exp else [f"towers.{vision_name}", f"datasets.{data}"]
+    key = paths.cache_key(data, vision_name, target_name)
+    t0 = time.perf_counter()
+    with tracking.stage_run("components", f"cache_features-{key}", stage_params_view(params, keys),
+                            paths.work_dir("components", f"cache_features-{key}")) as mlrun:
+        spec = params.datasets[data]
+        c = corpus(params, data, "pretrain")
+        samples, report = load_and_validate(c.annotations, c.image_root, spec.max_dropped_fraction)
+        with_image = [s for s in samples if s.get("image") is not None]
+        vision = load_tower(params, vision_name)
+        target = load_tower(params, target_name) if target_name else None
+        transform = image_transform(vision, "crop", target)
+        dtype = _DTYPES[spec.feature_cache_dtype]
+
+        out = paths.features_dir(key)
+        partial = out.with_name(out.name + ".partial")  # undeclared, survives reruns: per-shard resume
+        partial.mkdir(parents=True, exist_ok=True)
+        shards, reused = [], 0
+        for k, start in enumerate(range(0, len(with_image), SHARD_SIZE)):
+            chunk = with_image[start : start + SHARD_SIZE]
+            name = f"shard-{k:05d}.safetensors"
+            done = partial / f"{name}.done"
+            if done.is_file() and done.read_text() == f"{start}:{len(chunk)}":
+                shards.append({"file": name, "start": start, "count": len(chunk)})
+                reused += 1
+                continue
+            ctx, tgt = _encode(chunk, c.image_root, transform, vision, target, dtype)
+            shards.append(write_feature_shard(partial, k, start, ctx, tgt))
+            done.write_text(f"{start}:{len(chunk)}")
+        meta = {"data": data, "vision": vision_name, "target": target_name, "dtype": spec.feature_cache_dtype,
+                "grid": list(vision.grid), "target_grid": list(target.grid) if target else None,
+                "drops": report}
+        write_feature_index(partial, [s["id"] for s in with_image], shards, meta)
+        with atomic_dir(out) as tmp:
+            for f in partial.iterdir():
+                if not f.name.endswith(".done"):
+                    os.replace(f, tmp / f.name)
+        shutil.rmtree(partial)
+        metrics = {"n_images": len(with_image), "n_shards": len(shards), "reused_shards": reused,
+                   "n_dropped": report.get("dropped", 0), "wall_s": round(time.perf_counter() - t0, 3)}
+        if mlrun is not None:
+            tracking.log_final_metrics(metrics, prefix="")
+    return metrics

@@ -1,0 +1,211 @@
+"""Stage `download`: put one building block (data set, LLM, vision tower) on local disk.
+
+Real mode (``init: hub`` / ``kind: hub``): ``huggingface_hub.snapshot_download`` at the pinned revision into a
+resumable partial directory, verification, then one atomic rename, so training nodes never need the network.
+Tiny mode (``init: scratch`` / ``kind: synthetic``), through the same interface: generate the synthetic world, train
+the tokenizer with its chat template, build the tiny LM / tower from its config and save it in HF/timm format.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from jarvis import paths
+from jarvis.config import HubRef, LLMSpec, Params, SyntheticData, TowerSpec
+from jarvis.io import atomic_dir, read_json, write_json_atomic
+
+log = logging.getLogger(__name__)
+MANIFEST = "download.json"
+
+
+# ------------------------------------------------------------------ hub
+def _snapshot(repo_id: str, revision: str, repo_type: str, out: Path, **kwargs: Any) -> Path:
+    """Resumable snapshot into ``<out>.partial`` (kept across failures), renamed to ``out`` once verified."""
+    from huggingface_hub import snapshot_download
+
+    partial = out.with_name(out.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    try:
+        snapshot_download(repo_id=repo_id, revision=revision, repo_type=repo_type, local_dir=partial, **kwargs)
+    except Exception as err:  # the hub client's errors are many; name the artifact and keep the partial dir
+        raise RuntimeError(f"download of {repo_type} {repo_id}@{revision} failed: {err}") from err
+    return partial
+
+
+def _finish(partial: Path, out: Path) -> None:
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(partial, out)
+
+
+def _extract(archive: Path, dest: Path) -> int:
+    if not archive.is_file():
+        raise FileNotFoundError(f"archive {archive} listed in params.yaml is missing from the snapshot")
+    with zipfile.ZipFile(archive) as zf:
+        bad = zf.testzip()
+        if bad is not None:
+            raise ValueError(f"{archive}: corrupt member {bad}")
+        for name in zf.namelist():  # refuse members that would land outside dest (zip-slip)
+            if Path(name).is_absolute() or ".." in Path(name).parts:
+                raise ValueError(f"{archive}: member {name!r} escapes the extraction root")
+        zf.extractall(dest)
+        return len(zf.namelist())
+
+
+def _hub_model(hub: HubRef, out: Path, what: str) -> tuple[dict[str, Any], Path]:
+    partial = _snapshot(hub.repo_id, hub.revision, "model", out,
+                        allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"])
+    if not (partial / "config.json").is_file():
+        raise FileNotFoundError(f"{what} {hub.repo_id}@{hub.revision}: no config.json in the snapshot")
+    if not any(partial.glob("*.safetensors")):
+        raise FileNotFoundError(f"{what} {hub.repo_id}@{hub.revision}: no safetensors weights (pickles are refused)")
+    return {"repo_id": hub.repo_id, "revision": hub.revision, "files": len(list(partial.rglob("*")))}, partial
+
+
+# ------------------------------------------------------------------ components
+def download_data(params: Params, name: str) -> dict[str, Any]:
+    spec = params.datasets[name]
+    out = paths.dataset_dir(name)
+    if isinstance(spec, SyntheticData):
+        from jarvis.data.synthetic import generate_world
+        from jarvis.eval.synthetic_bench import generate_general_benchmarks
+
+        with atomic_dir(out) as tmp:
+            counts = generate_world(tmp, n_pretrain=spec.n_pretrain, n_instruct=spec.n_instruct,
+                                    n_bench_per_task=spec.n_bench_per_task, image_size=spec.image_size,
+                                    seed=spec.seed, caption_spatial_rate=spec.caption_spatial_rate)
+            counts.update(generate_general_benchmarks(tmp, n_per_benchmark=spec.n_general_per_benchmark,
+                                                      image_size=spec.image_size, seed=spec.seed))
+            write_json_atomic(tmp / MANIFEST, {"kind": "synthetic", "counts": counts})
+        return {f"n_{k}": v for k, v in counts.items()}
+    metrics: dict[str, Any] = {}
+    for part in ("pretrain", "instruct"):
+        corpus = getattr(spec, part)
+        dest = out / part
+        if (dest / MANIFEST).is_file():
+            log.info("%s already complete; skipping", dest)
+            continue
+        partial = _snapshot(corpus.repo_id, corpus.revision, "dataset", dest)
+        if not (partial / corpus.annotations).is_file():
+            raise FileNotFoundError(f"{corpus.repo_id}@{corpus.revision}: annotations {corpus.annotations} missing")
+        n = sum(_extract(partial / a, partial) for a in corpus.archives)
+        write_json_atomic(partial / MANIFEST, {"repo_id": corpus.repo_id, "revision": corpus.revision,
+                                               "extracted": n})
+        _finish(partial, dest)
+        metrics[f"{part}_extracted"] = n
+    return metrics
+
+
+def download_llm(params: Params, name: str) -> dict[str, Any]:
+    spec: LLMSpec = params.llms[name]
+    out = paths.llm_dir(name)
+    if spec.init == "hub":
+        assert spec.hub is not None
+        info, partial = _hub_model(spec.hub, out, f"llms.{name}")
+        from transformers import AutoTokenizer
+
+        from jarvis.data.tokenizer import attach_chat_template
+
+        tok = AutoTokenizer.from_pretrained(partial)  # no trust_remote_code
+        added = attach_chat_template(tok, spec.chat_template)
+        tok.save_pretrained(partial)
+        write_json_atomic(partial / MANIFEST, {**info, "added_tokens": added})
+        _finish(partial, out)
+        return {"added_tokens": added}
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from jarvis.data.synthetic import corpus_texts
+    from jarvis.data.tokenizer import build_tokenizer
+    from jarvis.seeding import seed_everything
+
+    assert spec.tokenizer is not None and spec.config is not None
+    tok = build_tokenizer(corpus_texts(paths.dataset_dir(spec.tokenizer.corpus)), spec.tokenizer.vocab_size,
+                          spec.chat_template)
+    cfg_kwargs = dict(spec.config)
+    model_type = cfg_kwargs.pop("model_type")
+    config = AutoConfig.for_model(model_type, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                  tie_word_embeddings=False, **cfg_kwargs)
+    seed_everything(params.seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        write_json_atomic(tmp / MANIFEST, {"init": "scratch", "vocab_size": len(tok),
+                                           "n_params": sum(p.numel() for p in model.parameters())})
+    return {"vocab_size": len(tok), "n_params": sum(p.numel() for p in model.parameters())}
+
+
+def tower_spec(spec: TowerSpec) -> dict[str, Any]:
+    """params.yaml tower entry -> the spec dict of jarvis.model.vision.VisionTower."""
+    out: dict[str, Any] = {"library": spec.library, "feature_layer": spec.feature_layer,
+                           "drop_prefix_tokens": spec.drop_prefix_tokens}
+    if spec.image_size is not None:
+        out["image_size"] = spec.image_size
+    if spec.library == "timm":
+        out.update(name=spec.name, kwargs=dict(spec.config or {}))
+    else:
+        out["config"] = dict(spec.config or {})
+    return out
+
+
+def tower_selection(spec: TowerSpec) -> dict[str, Any]:
+    """The feature-selection keys applied when loading a downloaded tower directory."""
+    sel: dict[str, Any] = {"feature_layer": spec.feature_layer, "drop_prefix_tokens": spec.drop_prefix_tokens}
+    if spec.image_size is not None:
+        sel["image_size"] = spec.image_size
+    return sel
+
+
+def download_tower(params: Params, name: str) -> dict[str, Any]:
+    spec = params.towers[name]
+    out = paths.tower_dir(name)
+    from jarvis.model.vision import VisionTower
+
+    if spec.init == "hub":
+        assert spec.hub is not None
+        if spec.library == "timm":
+            raise NotImplementedError("timm towers from the hub: download the safetensors with timm's hf-hub: names")
+        info, partial = _hub_model(spec.hub, out, f"towers.{name}")
+        tower = VisionTower.from_pretrained(partial, **tower_selection(spec))  # verifies it loads
+        write_json_atomic(partial / MANIFEST, {**info, "grid": list(tower.grid)})
+        _finish(partial, out)
+        return {"grid": tower.grid[0], "hidden_size": tower.hidden_size}
+    from jarvis.seeding import seed_everything
+
+    seed_everything(params.seed)
+    tower = VisionTower(tower_spec(spec))
+    with atomic_dir(out) as tmp:
+        tower.save_pretrained(tmp)
+    check = VisionTower.from_pretrained(out, **tower_selection(spec))
+    return {"grid": check.grid[0], "hidden_size": check.hidden_size,
+            "n_params": sum(p.numel() for p in tower.parameters())}
+
+
+def run(params: Params, kind: str, name: str) -> dict[str, Any]:
+    from jarvis import tracking
+
+    table = {"data": params.datasets, "llm": params.llms, "tower": params.towers}[kind]
+    if name not in table:
+        raise KeyError(f"unknown {kind} {name!r}; params.yaml defines {sorted(table)}")
+    fn = {"data": download_data, "llm": download_llm, "tower": download_tower}[kind]
+    entry = table[name].model_dump(mode="json")
+    t0 = time.perf_counter()
+    with tracking.stage_run("components", f"download-{kind}-{name}", entry, paths.work_dir("components", name)) as run_:
+        metrics = fn(params, name)
+        metrics["wall_s"] = round(time.perf_counter() - t0, 3)
+        if run_ is not None:
+            tracking.log_final_metrics(metrics, prefix="")
+    return metrics
+
+
+def manifest(path: Path) -> dict[str, Any]:
+    return read_json(path / MANIFEST)

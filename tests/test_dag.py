@@ -1,0 +1,73 @@
+"""One DAG, two runners: dvc.yaml is fresh and Snakemake builds the same stages, deps, outs and params."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import bin_path
+from jarvis.config import load_params, load_raw, lookup
+from jarvis.dag import build_stages, render_dvc, snakemake_inputs
+
+
+def test_dvc_yaml_is_fresh(root):
+    """dvc.yaml is generated: a stale file (params.yaml or dag.py changed without `jarvis dag render`) fails CI."""
+    stages = build_stages(load_params(root / "params.yaml"))
+    assert (root / "dvc.yaml").read_text() == render_dvc(stages), "run `jarvis dag render`"
+
+
+def test_stage_ids_and_params_are_well_formed(root):
+    raw = load_raw(root / "params.yaml")
+    stages = build_stages(load_params(root / "params.yaml"))
+    ids = [s.id for s in stages]
+    assert len(ids) == len(set(ids))
+    outs = {o for s in stages for o in (*s.outs, *s.metrics)}
+    for s in stages:
+        assert "@" not in s.id and s.id.replace("-", "").replace("_", "").isalnum()
+        for key in s.params:
+            lookup(raw, key)  # every declared param exists
+        for dep in s.deps:  # every dep is code or an upstream output
+            assert dep.startswith(("src/", "workflow/")) or dep in outs, (s.id, dep)
+
+
+def _snakemake_graph(root) -> dict:
+    """Rules, inputs, outputs and params as Snakemake itself parses them (its Python API, dry run)."""
+    code = r"""
+import json, sys
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ResourceSettings, ConfigSettings, DAGSettings, OutputSettings
+with SnakemakeApi(OutputSettings(quiet=True)) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=__import__("pathlib").Path("Snakefile"))
+    w = wf._workflow
+    out = {}
+    for r in w.rules:
+        out[r.name] = {"input": sorted(str(f) for f in r.input), "output": sorted(str(f) for f in r.output),
+                       "values": r.params.get("values") if hasattr(r.params, "get") else None}
+    print(json.dumps(out))
+"""
+    res = subprocess.run([bin_path("python"), "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_snakemake_and_dvc_describe_the_same_graph(root):
+    dvc = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    smk = _snakemake_graph(root)
+    assert set(smk) - {"all"} == set(dvc)
+    stages = {s.id: s for s in build_stages(load_params(root / "params.yaml"))}
+    raw = load_raw(root / "params.yaml")
+    for sid, entry in dvc.items():
+        metrics = [next(iter(m)) for m in entry.get("metrics", [])]
+        assert smk[sid]["output"] == sorted(entry["outs"] + metrics), sid
+        expected_inputs = sorted(snakemake_inputs(stages[sid]))
+        assert smk[sid]["input"] == expected_inputs, sid
+        # Snakemake's params trigger sees exactly the values DVC tracks
+        assert json.loads(smk[sid]["values"]) == {k: lookup(raw, k) for k in entry["params"]}, sid
+
+
+@pytest.mark.slow
+def test_snakemake_lint_is_clean(root):
+    res = subprocess.run([bin_path("snakemake"), "--lint"], cwd=root, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
