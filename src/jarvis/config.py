@@ -104,6 +104,7 @@ class HubData(_Strict):
     feature_cache_dtype: CacheDtype = "bfloat16"
     pretrain: HubCorpus
     instruct: HubCorpus
+    benchmarks: dict[str, HubRef]  # benchmark data dir name (cvbench, mmvp, blink, ...) -> dataset repo
     max_dropped_fraction: float = Field(ge=0.0, le=1.0)
 
 

@@ -122,7 +122,8 @@ def build_stages(params: Params) -> list[Stage]:
     report_deps += [_p(paths.history_file(x, "pretrain")) for x in exps]
     rep = paths.reports_dir()
     add(Stage(id="report", kind="report", cmd="jarvis report", deps=tuple(_CODE["report"] + report_deps),
-              outs=(_p(rep / "figures"), _p(rep / "table.csv"), _p(rep / "table.md")),
+              outs=tuple(_p(rep / name) for name in ("table.csv", "table.md", "deltas.csv", "loss_curves.png",
+                                                      "scores.png")),
               metrics=(_p(rep / "summary.json"),), params=("run", "evaluation.mode"),
               resources=first_recipe.resources.report.model_dump()))
     return list(stages.values())

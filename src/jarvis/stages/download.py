@@ -100,6 +100,14 @@ def download_data(params: Params, name: str) -> dict[str, Any]:
                                                "extracted": n})
         _finish(partial, dest)
         metrics[f"{part}_extracted"] = n
+    for bench, ref in spec.benchmarks.items():
+        dest = out / bench
+        if (dest / MANIFEST).is_file():
+            continue
+        partial = _snapshot(ref.repo_id, ref.revision, "dataset", dest)
+        write_json_atomic(partial / MANIFEST, {"repo_id": ref.repo_id, "revision": ref.revision})
+        _finish(partial, dest)
+        metrics[f"benchmark_{bench}"] = 1
     return metrics
 
 

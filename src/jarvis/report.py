@@ -1,0 +1,368 @@
+"""The final report: experiments × benchmarks table, group averages, JARVIS-vs-LLaVA deltas and plots.
+
+Inputs are the per-(experiment, benchmark) scores JSON files written by ``jarvis.eval.scorers`` (their ``overall``
+is the number tabulate.py would report, benchmarks-spec.md §2) and the stage-1 loss logs. Derived columns:
+
+- ``cvbench_2d`` = (ade + coco)/2 and ``cvbench_3d`` = omni when those come as separate files, and ``cvbench`` =
+  (2D + 3D)/2 (benchmarks-spec.md §2.3; tabulate.py never computes it, fix #13);
+- ``vision_centric``: Cambrian-1's vision-centric group, mean of MMVP, RealWorldQA, CV-Bench-2D, CV-Bench-3D
+  (paper-spec.md §10 "Groupings"); ``vision_hera``: HeRA's Vision group (RealWorldQA, MMVP, BLINK, V*, CV-Bench);
+  ``general_hera``: GQA, POPE, MME/20, MMBench, SEED. Each average uses the members present for *every* row, so
+  rows stay comparable; the members used are listed in ``summary.json``.
+
+Seeds: experiments named ``<name>__s<k>`` (or an explicit grouping) are pooled into one row: mean ± the 95 %
+t-interval half-width, t_{0.975, n-1}·s/√n. Deltas of each arm against its baselines are differences of means; when
+both sides have the same seed ids the interval is the paired t-interval over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SEED_PATTERN = re.compile(r"^(?P<group>.+)__s(?P<seed>\d+)$")
+GROUPS: dict[str, tuple[str, ...]] = {
+    "vision_centric": ("mmvp", "realworldqa", "cvbench_2d", "cvbench_3d"),
+    "vision_hera": ("realworldqa", "mmvp", "blink", "vstar", "cvbench"),
+    "general_hera": ("gqa", "pope", "mme", "mmbench_en", "seed"),
+}
+GROUP_SCALE = {"mme": 1 / 20}  # MME Perception (out of 2000) is divided by 20 in group averages (HeRA)
+BENCH_ORDER = (
+    "cvbench_2d",
+    "cvbench_3d",
+    "cvbench",
+    "ade",
+    "coco",
+    "omni",
+    "mmvp",
+    "realworldqa",
+    "blink",
+    "vstar",
+    "mme",
+    "mmstar",
+    "pope",
+    "gqa",
+)
+
+
+# --------------------------------------------------------------------------------------------- I/O
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_scores(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        scores = json.load(fh)
+    if "overall" not in scores:
+        raise ValueError(f"{path}: not a scores file (no 'overall' key)")
+    return scores
+
+
+def read_loss_history(path: str | Path) -> dict[str, np.ndarray]:
+    """Stage-1 logged steps from JSONL or CSV: arrays ``step``, ``loss_ntp``, ``loss_jepa`` (NaN where absent)."""
+    p = Path(path)
+    if p.suffix == ".csv":
+        with open(p, encoding="utf-8", newline="") as fh:
+            recs: list[dict[str, Any]] = list(csv.DictReader(fh))
+    else:
+        with open(p, encoding="utf-8") as fh:
+            recs = [json.loads(line) for line in fh if line.strip()]
+    recs = [r for r in recs if r.get("step") not in (None, "")]
+    if not recs:
+        raise ValueError(f"{p}: no logged steps with a 'step' field")
+
+    def col(key: str) -> np.ndarray:
+        return np.array(
+            [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in recs], dtype=float
+        )
+
+    return {"step": col("step"), "loss_ntp": col("loss_ntp"), "loss_jepa": col("loss_jepa")}
+
+
+# --------------------------------------------------------------------------------------------- numbers
+def _values(score_files: Mapping[tuple[str, str], str | Path]) -> dict[str, dict[str, float]]:
+    """experiment -> benchmark -> overall, with the derived CV-Bench columns."""
+    vals: dict[str, dict[str, float]] = {}
+    for (exp, bench), path in score_files.items():
+        s = _read_scores(Path(path))
+        if s.get("benchmark", bench) != bench:
+            raise ValueError(f"{path}: scores for {s['benchmark']!r} filed under benchmark {bench!r}")
+        row = vals.setdefault(exp, {})
+        row[bench] = float(s["overall"])
+        table = s.get("table", {})
+        if bench == "cvbench":
+            row.setdefault("cvbench_2d", float(table["Accuracy 2D"]))
+            row.setdefault("cvbench_3d", float(table["Accuracy 3D"]))
+    for row in vals.values():
+        if "cvbench_2d" not in row and "ade" in row and "coco" in row:
+            row["cvbench_2d"] = (row["ade"] + row["coco"]) / 2
+        if "cvbench_3d" not in row and "omni" in row:
+            row["cvbench_3d"] = row["omni"]
+        if "cvbench" not in row and "cvbench_2d" in row and "cvbench_3d" in row:
+            row["cvbench"] = (row["cvbench_2d"] + row["cvbench_3d"]) / 2
+    return vals
+
+
+def _add_groups(vals: dict[str, dict[str, float]]) -> dict[str, list[str]]:
+    used: dict[str, list[str]] = {}
+    for name, members in GROUPS.items():
+        common = [m for m in members if all(m in row for row in vals.values())]
+        if not common:
+            continue
+        used[name] = common
+        for row in vals.values():
+            row[name] = float(np.mean([row[m] * GROUP_SCALE.get(m, 1.0) for m in common]))
+    return used
+
+
+def ci95(xs: Sequence[float]) -> float:
+    """Half-width of the two-sided 95 % t-interval of the mean; NaN for fewer than two values."""
+    if len(xs) < 2:
+        return float("nan")
+    from scipy import stats  # deferred: only needed with seeds
+
+    return float(stats.t.ppf(0.975, len(xs) - 1) * np.std(xs, ddof=1) / math.sqrt(len(xs)))
+
+
+def _seed_groups(
+    experiments: Sequence[str], grouping: Mapping[str, Sequence[str]] | None
+) -> dict[str, list[str]]:
+    if grouping is not None:
+        groups = {g: list(m) for g, m in grouping.items()}
+        missing = sorted({e for m in groups.values() for e in m} - set(experiments))
+        if missing:
+            raise ValueError(f"seed grouping names experiments without scores: {missing}")
+        covered = {e for m in groups.values() for e in m}
+        groups.update({e: [e] for e in experiments if e not in covered})
+        return groups
+    groups: dict[str, list[str]] = {}
+    for e in experiments:
+        m = SEED_PATTERN.match(e)
+        groups.setdefault(m.group("group") if m else e, []).append(e)
+    return groups
+
+
+def _seed_of(exp: str) -> str:
+    m = SEED_PATTERN.match(exp)
+    return m.group("seed") if m else exp
+
+
+def _cell(xs: list[float]) -> dict[str, Any]:
+    return {"mean": float(np.mean(xs)), "ci95": ci95(xs), "n": len(xs), "values": xs}
+
+
+# --------------------------------------------------------------------------------------------- tables
+def _fmt(c: dict[str, Any] | None, signed: bool = False) -> str:
+    if c is None:
+        return "—"
+    s = f"{c['mean']:+.2f}" if signed else f"{c['mean']:.2f}"
+    return s + (f" ± {c['ci95']:.2f}" if c["n"] > 1 and not math.isnan(c["ci95"]) else "")
+
+
+def _markdown(title: str, rows: dict[str, dict[str, Any]], cols: list[str], signed: bool = False) -> str:
+    lines = [f"### {title}", "", "| row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(r.get(c), signed) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: dict[str, dict[str, Any]], cols: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["row", *[x for c in cols for x in (c, f"{c}_ci95", f"{c}_n")]])
+    for name, r in rows.items():
+        cells: list[Any] = [name]
+        for c in cols:
+            v = r.get(c)
+            cells += (
+                ["", "", 0]
+                if v is None
+                else [repr(v["mean"]), "" if math.isnan(v["ci95"]) else repr(v["ci95"]), v["n"]]
+            )
+        w.writerow(cells)
+    return buf.getvalue()
+
+
+def _deltas(
+    groups: dict[str, list[str]],
+    vals: dict[str, dict[str, float]],
+    cols: list[str],
+    baselines: Mapping[str, Sequence[str]],
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for arm, bases in baselines.items():
+        for base in bases:
+            for g in (arm, base):
+                if g not in groups:
+                    raise ValueError(
+                        f"baseline pairing names {g!r}, which has no scores (rows: {sorted(groups)})"
+                    )
+            row: dict[str, Any] = {}
+            for c in cols:
+                a = {_seed_of(e): vals[e][c] for e in groups[arm] if c in vals[e]}
+                b = {_seed_of(e): vals[e][c] for e in groups[base] if c in vals[e]}
+                if not a or not b:
+                    continue
+                if len(a) > 1 and set(a) == set(b):  # paired over seeds
+                    row[c] = _cell([a[k] - b[k] for k in sorted(a)]) | {"paired": True}
+                else:
+                    row[c] = {
+                        "mean": float(np.mean(list(a.values())) - np.mean(list(b.values()))),
+                        "ci95": float("nan"),
+                        "n": min(len(a), len(b)),
+                        "paired": False,
+                    }
+            out[f"{arm} − {base}"] = row
+    return out
+
+
+# --------------------------------------------------------------------------------------------- plots
+def _plot_losses(histories: Mapping[str, str | Path], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    palette = plt.get_cmap("tab10")
+    for k, (exp, hpath) in enumerate(histories.items()):
+        h = read_loss_history(hpath)
+        for ax, key in zip(axes, ("loss_ntp", "loss_jepa"), strict=True):
+            ok = ~np.isnan(h[key])
+            if ok.any():  # one colour per experiment in both panels; LLaVA arms have no JEPA curve
+                ax.plot(h["step"][ok], h[key][ok], label=exp, linewidth=1.4, color=palette(k % 10))
+    for ax, key, title in zip(axes, ("loss_ntp", "loss_jepa"), ("next-token loss", "JEPA loss"), strict=True):
+        ax.set_xlabel("stage-1 optimizer step")
+        ax.set_ylabel(key)
+        ax.set_title(f"Stage 1: {title}")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    _save_fig(fig, path)
+
+
+def _plot_scores(rows: dict[str, dict[str, Any]], cols: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in cols if any(c in r for r in rows.values())]
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.9 * len(cols) + 2)), 4.5), constrained_layout=True)
+    width = 0.8 / max(1, len(rows))
+    x = np.arange(len(cols))
+    for k, (name, r) in enumerate(rows.items()):
+        scale = [GROUP_SCALE.get(c, 1.0) for c in cols]
+        means = [r[c]["mean"] * s if c in r else np.nan for c, s in zip(cols, scale, strict=True)]
+        errs = [
+            0.0 if c not in r or math.isnan(r[c]["ci95"]) else r[c]["ci95"] * s
+            for c, s in zip(cols, scale, strict=True)
+        ]
+        ax.bar(x + (k - (len(rows) - 1) / 2) * width, means, width, yerr=errs, capsize=3, label=name)
+    ax.set_xticks(x, [c + (" /20" if c in GROUP_SCALE else "") for c in cols], rotation=30, ha="right")
+    ax.set_ylabel("score (%; MME Perception / 20)")
+    ax.set_title("Benchmark scores (error bars: 95% CI over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    _save_fig(fig, path)
+
+
+def _save_fig(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    _atomic_write(path, buf.getvalue())
+
+
+def _no_nan(obj: Any) -> Any:
+    """NaN -> None, so summary.json is strict JSON."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_no_nan(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------------------------- entry point
+def build_report(
+    score_files: Mapping[tuple[str, str], str | Path],
+    loss_histories: Mapping[str, str | Path],
+    out_dir: str | Path,
+    baselines: Mapping[str, Sequence[str]] | None = None,
+    seed_groups: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """Write ``table.csv``, ``table.md``, ``deltas.csv``, ``summary.json``, ``loss_curves.png``, ``scores.png``.
+
+    ``score_files`` maps (experiment, benchmark) to a scores JSON; ``loss_histories`` maps experiment to a stage-1
+    log (JSONL/CSV with ``step``, ``loss_ntp``, ``loss_jepa``); ``baselines`` maps an arm (row name: experiment or
+    seed group) to the baseline rows it is compared with. Returns the summary dict.
+    """
+    if not score_files:
+        raise ValueError("build_report: no score files")
+    out = Path(out_dir)
+    vals = _values(score_files)
+    used = _add_groups(vals)
+    present = {c for r in vals.values() for c in r}
+    cols = (
+        [c for c in BENCH_ORDER if c in present]
+        + sorted(present - set(BENCH_ORDER) - set(GROUPS))
+        + list(used)
+    )
+    groups = _seed_groups(sorted(vals), seed_groups)
+    rows = {
+        g: {c: _cell([vals[e][c] for e in members]) for c in cols if all(c in vals[e] for e in members)}
+        for g, members in groups.items()
+    }
+    deltas = _deltas(groups, vals, cols, baselines or {})
+
+    md = "# JARVIS reproduction: results\n\n" + _markdown("Scores", rows, cols)
+    if deltas:
+        md += "\n" + _markdown("Deltas against baselines", deltas, cols, signed=True)
+    md += "\nGroup averages use: " + "; ".join(f"{k} = {', '.join(v)}" for k, v in used.items()) + "\n"
+    files = {
+        "table_csv": out / "table.csv",
+        "table_md": out / "table.md",
+        "deltas_csv": out / "deltas.csv",
+        "summary": out / "summary.json",
+        "scores_png": out / "scores.png",
+    }
+    _atomic_write(files["table_csv"], _csv(rows, cols).encode())
+    _atomic_write(files["deltas_csv"], _csv(deltas, cols).encode())
+    _atomic_write(files["table_md"], md.encode())
+    _plot_scores(rows, cols, files["scores_png"])
+    if loss_histories:
+        files["loss_png"] = out / "loss_curves.png"
+        _plot_losses(loss_histories, files["loss_png"])
+    summary = {
+        "columns": cols,
+        "rows": rows,
+        "deltas": deltas,
+        "groups_used": used,
+        "seed_groups": groups,
+        "files": {k: str(v) for k, v in files.items()},
+    }
+    _atomic_write(files["summary"], json.dumps(_no_nan(summary), indent=2, allow_nan=False).encode())
+    return summary

@@ -1,0 +1,145 @@
+"""Report tests: numbers equal the scores files they come from; CSV/Markdown checked by hand on a tiny input;
+seed CIs against a hand computation; plots are written (and were inspected by eye when this test was written)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from jarvis.report import build_report, ci95, read_loss_history
+
+
+def _scores(path: Path, benchmark: str, overall: float, **extra: object) -> Path:
+    path.write_text(json.dumps({"benchmark": benchmark, "overall": overall, **extra}))
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> tuple[dict, dict]:
+    files: dict[tuple[str, str], Path] = {}
+    # Hand-picked values: llava seeds 1, 2; jarvis seeds 1, 2; ade/coco/omni/mmvp/mme.
+    table = {
+        "llava__s1": (60.0, 50.0, 40.0, 20.0, 1200.0),
+        "llava__s2": (62.0, 52.0, 44.0, 24.0, 1300.0),
+        "jarvis__s1": (61.0, 50.0, 46.0, 26.0, 1210.0),
+        "jarvis__s2": (63.0, 54.0, 52.0, 28.0, 1290.0),
+    }
+    for exp, (ade, coco, omni, mmvp, mme) in table.items():
+        for bench, v in (("ade", ade), ("coco", coco), ("omni", omni), ("mmvp", mmvp), ("mme", mme)):
+            files[(exp, bench)] = _scores(tmp_path / f"{exp}-{bench}.json", bench, v)
+    losses = {}
+    for k, exp in enumerate(("llava__s1", "jarvis__s1")):
+        p = tmp_path / f"{exp}.jsonl"
+        p.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "step": s,
+                        "loss_ntp": 5.0 / (1 + s) + k,
+                        **({"loss_jepa": 1.0 - 0.01 * s} if exp.startswith("jarvis") else {}),
+                    }
+                )
+                + "\n"
+                for s in range(0, 50, 5)
+            )
+        )
+        losses[exp] = p
+    return files, losses
+
+
+def test_report_numbers_and_tables(tmp_path: Path, inputs: tuple[dict, dict]) -> None:
+    files, losses = inputs
+    out = tmp_path / "report"
+    summary = build_report(files, losses, out, baselines={"jarvis": ["llava"]})
+    rows = summary["rows"]
+    assert set(rows) == {"jarvis", "llava"}
+    # Derived CV-Bench columns, hand-computed for llava: 2D = mean((60+50)/2, (62+52)/2) = 56; 3D = 42; combined 49.
+    assert rows["llava"]["cvbench_2d"]["mean"] == pytest.approx(56.0)
+    assert rows["llava"]["cvbench_3d"]["mean"] == pytest.approx(42.0)
+    assert rows["llava"]["cvbench"]["mean"] == pytest.approx(49.0)
+    # The per-seed values are the scores files' numbers verbatim.
+    assert rows["jarvis"]["mme"]["values"] == [1210.0, 1290.0]
+    assert rows["jarvis"]["omni"]["values"] == [
+        json.loads(files[("jarvis__s1", "omni")].read_text())["overall"],
+        json.loads(files[("jarvis__s2", "omni")].read_text())["overall"],
+    ]
+    # 95 % CI of [20, 24]: t_{0.975,1} = 12.7062047; s = 2*sqrt(2); half-width = 12.7062 * 2.8284 / sqrt(2) = 25.4124.
+    assert rows["llava"]["mmvp"]["ci95"] == pytest.approx(12.706204736174707 * 2.0, rel=1e-9)
+    # vision_centric = mean(mmvp, cvbench_2d, cvbench_3d) (RealWorldQA absent): llava seed 1: (20 + 55 + 40)/3.
+    assert summary["groups_used"]["vision_centric"] == ["mmvp", "cvbench_2d", "cvbench_3d"]
+    assert rows["llava"]["vision_centric"]["values"][0] == pytest.approx(115 / 3)
+    # Paired delta over seeds, omni: (46-40, 52-44) = (6, 8) -> mean 7, CI = 12.7062 * sqrt(2) / sqrt(2) = 12.7062.
+    d = summary["deltas"]["jarvis − llava"]["omni"]
+    assert d["paired"] and d["mean"] == pytest.approx(7.0) and d["ci95"] == pytest.approx(12.706204736174707)
+
+    md = (out / "table.md").read_text()
+    assert (
+        "| row | cvbench_2d | cvbench_3d | cvbench | ade | coco | omni | mmvp | mme | vision_centric |" in md
+    )
+    assert "| llava | 56.00 ± 12.71 | 42.00 ± 25.41 | 49.00 ± 19.06 | 61.00 ± 12.71 |" in md
+    # 2D per-seed diffs: 55.5 - 55 = 0.5 and 58.5 - 57 = 1.5 -> mean 1, s = 0.7071, CI = 12.7062 * 0.7071 / 1.4142.
+    assert "| jarvis − llava | +1.00 ± 6.35 | +7.00 ± 12.71 |" in md
+    with open(out / "table.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    llava = next(r for r in table if r["row"] == "llava")
+    assert float(llava["mme"]) == 1250.0 and llava["mme_n"] == "2"
+    assert float(llava["mme_ci95"]) == pytest.approx(12.706204736174707 * 50.0)
+    assert json.loads((out / "summary.json").read_text())["columns"][-1] == "general_hera"
+    for png in ("scores.png", "loss_curves.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
+
+
+def test_single_seed_rows_and_no_ci(tmp_path: Path) -> None:
+    files = {
+        ("a", "mmvp"): _scores(tmp_path / "a.json", "mmvp", 30.0),
+        ("b", "mmvp"): _scores(tmp_path / "b.json", "mmvp", 20.0),
+    }
+    s = build_report(files, {}, tmp_path / "r", baselines={"a": ["b"]})
+    assert math.isnan(s["rows"]["a"]["mmvp"]["ci95"])
+    assert s["deltas"]["a − b"]["mmvp"]["mean"] == 10.0
+    md = (tmp_path / "r" / "table.md").read_text()
+    assert "| a | 30.00 | 30.00 |" in md  # mmvp, then vision_centric (mmvp only)
+    assert "| a − b | +10.00 | +10.00 |" in md
+    assert not (tmp_path / "r" / "loss_curves.png").exists()
+
+
+def test_cvbench_file_supplies_2d_3d(tmp_path: Path) -> None:
+    f = _scores(tmp_path / "c.json", "cvbench", 65.0, table={"Accuracy 2D": 70.0, "Accuracy 3D": 60.0})
+    s = build_report({("x", "cvbench"): f}, {}, tmp_path / "r")
+    assert (s["rows"]["x"]["cvbench_2d"]["mean"], s["rows"]["x"]["cvbench_3d"]["mean"]) == (70.0, 60.0)
+    assert s["rows"]["x"]["cvbench"]["mean"] == 65.0
+
+
+def test_explicit_seed_grouping(tmp_path: Path) -> None:
+    files = {(e, "pope"): _scores(tmp_path / f"{e}.json", "pope", v) for e, v in (("r1", 80.0), ("r2", 84.0))}
+    s = build_report(files, {}, tmp_path / "r", seed_groups={"run": ["r1", "r2"]})
+    assert s["rows"]["run"]["pope"]["mean"] == 82.0 and s["rows"]["run"]["pope"]["n"] == 2
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    f = _scores(tmp_path / "a.json", "mmvp", 1.0)
+    with pytest.raises(ValueError, match="filed under"):
+        build_report({("a", "pope"): f}, {}, tmp_path / "r")
+    with pytest.raises(ValueError, match="no scores"):
+        build_report({("a", "mmvp"): f}, {}, tmp_path / "r", baselines={"a": ["zzz"]})
+    with pytest.raises(ValueError, match="no score files"):
+        build_report({}, {}, tmp_path / "r")
+
+
+def test_loss_history_csv(tmp_path: Path) -> None:
+    p = tmp_path / "h.csv"
+    p.write_text("step,loss_ntp,loss_jepa\n0,2.5,\n10,2.0,0.7\n")
+    h = read_loss_history(p)
+    assert list(h["step"]) == [0.0, 10.0] and list(h["loss_ntp"]) == [2.5, 2.0]
+    assert math.isnan(h["loss_jepa"][0]) and h["loss_jepa"][1] == 0.7
+
+
+def test_ci95_matches_hand_value() -> None:
+    # n=3, values 1,2,3: s = 1, t_{0.975,2} = 4.302652729911275 -> 4.3027/sqrt(3).
+    assert ci95([1.0, 2.0, 3.0]) == pytest.approx(4.302652729911275 / math.sqrt(3))
+    assert math.isnan(ci95([5.0]))
