@@ -1,0 +1,65 @@
+"""Batch assembly: pad text, stack images (or cached features) of the samples that have one.
+
+Contract (design.md "Images in a batch"): ``pixel_values`` is ``Float[B_img, 3, H, W]`` holding only the samples that
+have an image, in batch order; likewise ``pixel_values_target`` / ``context_features`` / ``target_features``. The image
+placeholder has already been expanded to N ids by ``LlavaDataset``. JEPA masks are sampled in the training step, not
+here (design.md "Masks").
+
+Right padding for training; left padding for batched greedy generation (``generate_greedy`` takes a left-padded batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+
+from jarvis.data.conversation import IGNORE_INDEX
+
+_IMAGE_KEYS = ("pixel_values", "pixel_values_target", "context_features", "target_features")
+
+
+class Collator:
+    """``list[sample dict] -> batch dict`` with ``input_ids``, ``attention_mask``, ``labels`` and image tensors."""
+
+    def __init__(
+        self, pad_token_id: int, padding_side: Literal["right", "left"] = "right", keep_ids: bool = False
+    ) -> None:
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        self.pad_token_id, self.padding_side = int(pad_token_id), padding_side
+        # Sample ids are for evaluation bookkeeping; off by default because the model's forward takes no `ids`.
+        self.keep_ids = keep_ids
+
+    def _pad(self, seqs: Sequence[torch.Tensor], value: int) -> torch.Tensor:
+        width = max(len(s) for s in seqs)
+        out = torch.full((len(seqs), width), value, dtype=torch.long)
+        for b, s in enumerate(seqs):
+            if self.padding_side == "right":
+                out[b, : len(s)] = s
+            else:
+                out[b, width - len(s) :] = s
+        return out
+
+    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if not samples:
+            raise ValueError("cannot collate an empty batch")
+        ids = [s["input_ids"] for s in samples]
+        batch: dict[str, Any] = {
+            "input_ids": self._pad(ids, self.pad_token_id),  # (B, T)
+            "attention_mask": self._pad([torch.ones_like(t) for t in ids], 0),  # (B, T)
+        }
+        if all("labels" in s for s in samples):
+            batch["labels"] = self._pad([s["labels"] for s in samples], IGNORE_INDEX)
+        elif any("labels" in s for s in samples):
+            raise ValueError("some samples have labels and some do not")
+        for key in _IMAGE_KEYS:
+            present = [s[key] for s in samples if key in s]
+            if present:
+                batch[key] = torch.stack(present)  # (B_img, ...)
+        if "pixel_values" in batch and "context_features" in batch:
+            raise ValueError("a batch mixes pixel_values and context_features")
+        if self.keep_ids:
+            batch["ids"] = [s["id"] for s in samples]
+        return batch

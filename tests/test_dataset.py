@@ -1,0 +1,192 @@
+"""Loading/validation with counted drops, path safety, feature-cache round trip, LlavaDataset, image transforms."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from jarvis.data.conversation import IGNORE_INDEX
+from jarvis.data.dataset import (
+    FeatureCache,
+    LlavaDataset,
+    load_and_validate,
+    safe_image_path,
+    write_feature_index,
+    write_feature_shard,
+)
+from jarvis.data.images import ContextTargetTransform, ImageTransform
+from jarvis.data.tokenizer import build_tokenizer
+
+CORPUS = ["a red cube", "Describe the image.", "What is it?", "Yes", "No"] * 4
+
+
+def conv(q: str = "<image>\nDescribe the image.", a: str = "a red cube") -> list[dict]:
+    return [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
+
+
+@pytest.fixture()
+def root(tmp_path):
+    img = tmp_path / "img"
+    (img / "00000").mkdir(parents=True)
+    for k in range(3):
+        Image.new("RGB", (8, 6), (10 * k, 20, 30)).save(img / "00000" / f"{k}.png")
+    (img / "00000" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+    (tmp_path / "outside.png").write_bytes((img / "00000" / "0.png").read_bytes())
+    return tmp_path
+
+
+def write_jsonl(path, records, bad_lines=0):
+    lines = [json.dumps(r) for r in records] + ["{not json"] * bad_lines
+    path.write_text("\n".join(lines) + "\n")
+
+
+GOOD = [
+    {"id": "a0", "image": "00000/0.png", "conversations": conv()},
+    {"id": 17, "image": "00000/1.png", "conversations": conv()},  # integer id (benchmarks-spec §5.2)
+    {"id": "t0", "conversations": conv("What is it?", "No"), "model": ""},  # text-only, unknown key ignored
+]
+BAD = {
+    "missing_image": {"id": "m", "image": "00000/nope.png", "conversations": conv()},
+    "corrupt_image": {"id": "c", "image": "00000/broken.png", "conversations": conv()},
+    "unsafe_image_path": {"id": "u", "image": "../outside.png", "conversations": conv()},
+    "malformed_conversation": {"id": "e", "image": "00000/2.png", "conversations": []},
+    "image_token_mismatch": {"id": "n", "image": "00000/2.png", "conversations": conv("Describe the image.")},
+    "malformed_record": {"image": "00000/2.png", "conversations": conv()},
+}
+
+
+@pytest.mark.parametrize("reason", sorted(BAD))
+def test_each_drop_reason_is_counted(root, reason: str) -> None:
+    write_jsonl(root / "ann.jsonl", [*GOOD, BAD[reason]])
+    kept, report = load_and_validate(root / "ann.jsonl", root / "img", max_dropped_fraction=0.5)
+    assert [k["id"] for k in kept] == ["a0", 17, "t0"]
+    assert report["counts"] == {reason: 1} and report["dropped"] == 1 and report["total"] == 4
+    json.dumps(report)  # the manifest is JSON-able
+
+
+def test_bad_json_line_counted_and_threshold_raises(root) -> None:
+    records = [*GOOD, *BAD.values()]
+    write_jsonl(root / "ann.jsonl", records, bad_lines=1)
+    kept, report = load_and_validate(root / "ann.jsonl", root / "img", max_dropped_fraction=0.8)
+    assert report["total"] == 10 and report["kept"] == 3 and report["counts"]["bad_json"] == 1
+    assert sum(report["counts"].values()) == 7
+    with pytest.raises(ValueError, match=r"dropped 7/10.*missing_image.*'m'"):
+        load_and_validate(root / "ann.jsonl", root / "img", max_dropped_fraction=0.5)
+
+
+def test_json_array_accepted(root) -> None:
+    (root / "ann.json").write_text(json.dumps(GOOD, indent=2))
+    kept, report = load_and_validate(root / "ann.json", root / "img", max_dropped_fraction=0.0)
+    assert len(kept) == 3 and report["dropped"] == 0
+
+
+@pytest.mark.parametrize("rel", ["../outside.png", "/etc/passwd", "00000/../../outside.png", ""])
+def test_path_escaping_raises(root, rel: str) -> None:
+    with pytest.raises(ValueError):
+        safe_image_path(root / "img", rel)
+
+
+def test_symlink_escaping_raises(root) -> None:
+    (root / "img" / "link.png").symlink_to(root / "outside.png")
+    with pytest.raises(ValueError, match="escapes"):
+        safe_image_path(root / "img", "link.png")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer(CORPUS, 200, "vicuna_v1", "wordlevel")
+
+
+def test_dataset_expands_image_and_loads_pixels(root, tok) -> None:
+    ds = LlavaDataset(GOOD, tok, root / "img", num_image_tokens=4,
+                      transform=ContextTargetTransform(ImageTransform(8, "pad"), target_size=4))  # fmt: skip
+    img_id = tok.convert_tokens_to_ids("<image>")
+    s = ds[0]
+    assert int((s["input_ids"] == img_id).sum()) == 4
+    assert torch.all(s["labels"][s["input_ids"] == img_id] == IGNORE_INDEX)
+    assert s["pixel_values"].shape == (3, 8, 8) and s["pixel_values_target"].shape == (3, 4, 4)
+    assert ds[1]["id"] == "17"
+    assert "pixel_values" not in ds[2] and int((ds[2]["input_ids"] == img_id).sum()) == 0
+    assert ds.lengths[0] == len(s["input_ids"]) and ds.report["dropped"] == 0
+
+
+def test_max_length_drops_when_image_span_would_be_cut(root, tok) -> None:
+    full = LlavaDataset(GOOD, tok, root / "img", num_image_tokens=4, transform=ImageTransform(8, "crop"))
+    n_before_img = int(torch.nonzero(full[0]["input_ids"] == tok.convert_tokens_to_ids("<image>"))[0, 0])
+    limit = n_before_img + 2  # cuts inside the image span; the text-only sample loses its whole answer
+    assert len(full[2]["input_ids"]) > limit
+    ds = LlavaDataset(GOOD, tok, root / "img", num_image_tokens=4, transform=ImageTransform(8, "crop"),
+                      max_length=limit, max_dropped_fraction=1.0)  # fmt: skip
+    assert ds.report["counts"] == {"image_span_truncated": 2, "no_supervised_tokens": 1} and len(ds) == 0
+    with pytest.raises(ValueError, match="image_span_truncated"):
+        LlavaDataset(
+            GOOD, tok, root / "img", num_image_tokens=4, transform=ImageTransform(8, "crop"), max_length=limit
+        )
+    # cutting only the final EOS keeps every sample, truncated on the right
+    limit = len(full[0]["input_ids"]) - 1
+    ds = LlavaDataset(
+        GOOD, tok, root / "img", num_image_tokens=4, transform=ImageTransform(8, "crop"), max_length=limit
+    )
+    assert len(ds) == 3 and torch.equal(ds[0]["input_ids"], full[0]["input_ids"][:limit])
+    assert torch.equal(ds[0]["labels"], full[0]["labels"][:limit])
+
+
+def test_feature_cache_round_trip_and_dataset(root, tok, tmp_path) -> None:
+    g = torch.Generator().manual_seed(0)
+    ctx, tgt = torch.randn(3, 4, 5, generator=g), torch.randn(3, 2, 6, generator=g)
+    ids = ["a0", 17, "zz"]
+    shards = [write_feature_shard(tmp_path / "fc", 0, 0, ctx[:2], tgt[:2]),
+              write_feature_shard(tmp_path / "fc", 1, 2, ctx[2:], tgt[2:])]  # fmt: skip
+    write_feature_index(tmp_path / "fc", ids, shards, {"context_model": "tiny"})
+    cache = FeatureCache(tmp_path / "fc")
+    for k, i in enumerate(ids):
+        c, t = cache.get(i)
+        assert torch.equal(c, ctx[k]) and torch.equal(t, tgt[k])
+    ds = LlavaDataset(GOOD, tok, None, num_image_tokens=4, feature_cache=cache)
+    assert torch.equal(ds[1]["context_features"], ctx[1]) and torch.equal(ds[1]["target_features"], tgt[1])
+    with pytest.raises(ValueError, match="cover"):
+        write_feature_index(tmp_path / "fc", ids + ["extra"], shards)
+
+
+# ------------------------------------------------------------------------------------------------ transforms
+def _img(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray(arr.astype(np.uint8), "RGB")
+
+
+def test_crop_is_centre_crop_hand_checked() -> None:
+    arr = np.zeros((2, 4, 3), np.uint8)  # H=2, W=4: shortest side already 2, so only the centre crop acts
+    arr[:, :, 0] = [[0, 10, 20, 30], [40, 50, 60, 70]]
+    out = ImageTransform(2, "crop", mean=(0, 0, 0), std=(1, 1, 1))(_img(arr))
+    assert out.shape == (3, 2, 2)
+    assert torch.allclose(out[0] * 255, torch.tensor([[10.0, 20.0], [50.0, 60.0]]))
+
+
+def test_pad_fills_with_mean_colour_hand_checked() -> None:
+    arr = np.full((1, 2, 3), 200, np.uint8)  # H=1, W=2 → padded to 2x2; original on the top row (offset 0)
+    t = ImageTransform(2, "pad", mean=(0.5, 0.25, 0.0), std=(1, 1, 1))
+    raw = t.geometry(_img(arr)) * 255
+    assert torch.allclose(raw[:, 0], torch.full((3, 2), 200.0))
+    assert torch.allclose(raw[:, 1], torch.tensor([[127.0] * 2, [63.0] * 2, [0.0] * 2]))  # int(mean·255)
+    # normalisation is (x − mean) / std per channel
+    t2 = ImageTransform(2, "pad", mean=(0.5, 0.25, 0.0), std=(0.5, 0.5, 0.5))
+    assert torch.allclose(
+        t2(_img(arr)), (t.geometry(_img(arr)) - torch.tensor([0.5, 0.25, 0.0]).view(3, 1, 1)) / 0.5
+    )
+
+
+def test_context_target_resizes_only_the_target() -> None:
+    rng = np.random.default_rng(0)
+    im = _img(rng.integers(0, 256, (10, 14, 3)))
+    ctx_t = ImageTransform(8, "crop")
+    ctx, tgt = ContextTargetTransform(ctx_t, (0.5,) * 3, (0.5,) * 3, target_size=4)(im)
+    assert torch.equal(ctx, ctx_t(im))  # the context copy is untouched (fixes paper-spec §11.2)
+    raw = ctx_t.geometry(im)
+    expected = (F.interpolate(raw[None], size=(4, 4), mode="bilinear", align_corners=False)[0] - 0.5) / 0.5
+    assert torch.allclose(tgt, expected)
+    _, same = ContextTargetTransform(ctx_t, (0.5,) * 3, (0.5,) * 3)(im)
+    assert torch.allclose(same, (raw - 0.5) / 0.5)
