@@ -84,3 +84,15 @@ def test_declared_params_exist_and_cover_what_stages_read(root, raw):
 
 def test_params_file_is_plain_yaml(root):
     assert isinstance(yaml.safe_load((root / "params.yaml").read_text()), dict)
+
+
+def test_experiment_override_is_validated_and_applied(raw):
+    good = copy.deepcopy(raw)
+    good["experiments"]["jarvis"]["overrides"] = {"pretrain": {"learning_rate": 2.0e-3}}
+    p = validate_params(good)
+    assert p.stage_training("jarvis", "pretrain").learning_rate == 2.0e-3
+    assert p.stage_training("llava", "pretrain").learning_rate == 1.0e-3
+    bad = copy.deepcopy(raw)
+    bad["experiments"]["jarvis"]["overrides"] = {"pretrain": {"lerning_rate": 2.0e-3}}
+    with pytest.raises(ConfigError, match="overrides.pretrain.lerning_rate"):
+        validate_params(bad)

@@ -10,7 +10,7 @@ import yaml
 
 from conftest import bin_path
 from jarvis.config import load_params, load_raw, lookup
-from jarvis.dag import build_stages, render_dvc, snakemake_inputs
+from jarvis.dag import build_stages, params_file, render_dvc, snakemake_inputs
 
 
 def test_dvc_yaml_is_fresh(root):
@@ -44,8 +44,7 @@ with SnakemakeApi(OutputSettings(quiet=True)) as api:
     w = wf._workflow
     out = {}
     for r in w.rules:
-        out[r.name] = {"input": sorted(str(f) for f in r.input), "output": sorted(str(f) for f in r.output),
-                       "values": r.params.get("values") if hasattr(r.params, "get") else None}
+        out[r.name] = {"input": sorted(str(f) for f in r.input), "output": sorted(str(f) for f in r.output)}
     print(json.dumps(out))
 """
     res = subprocess.run([bin_path("python"), "-c", code], cwd=root, capture_output=True, text=True, check=True)
@@ -61,10 +60,10 @@ def test_snakemake_and_dvc_describe_the_same_graph(root):
     for sid, entry in dvc.items():
         metrics = [next(iter(m)) for m in entry.get("metrics", [])]
         assert smk[sid]["output"] == sorted(entry["outs"] + metrics), sid
-        expected_inputs = sorted(snakemake_inputs(stages[sid]))
+        expected_inputs = sorted([*snakemake_inputs(stages[sid]), params_file(stages[sid])])
         assert smk[sid]["input"] == expected_inputs, sid
-        # Snakemake's params trigger sees exactly the values DVC tracks
-        assert json.loads(smk[sid]["values"]) == {k: lookup(raw, k) for k in entry["params"]}, sid
+        # Snakemake's params input holds exactly the values DVC tracks for the stage
+        assert json.loads((root / params_file(stages[sid])).read_text()) == {k: lookup(raw, k) for k in entry["params"]}
 
 
 @pytest.mark.slow

@@ -214,6 +214,9 @@ class Experiment(_Strict):
     data: str
     training: str
     baselines: list[str] = []
+    # Per-experiment changes to its training recipe, e.g. {pretrain: {learning_rate: 2.0e-3}}; validated against
+    # the recipe schema. Declared as part of `experiments.<name>`, so an edit reruns only this experiment.
+    overrides: dict[Literal["pretrain", "finetune"], dict[str, Any]] = {}
 
 
 class RunSelection(_Strict):
@@ -246,6 +249,14 @@ class Params(_Strict):
             for b in exp.baselines:
                 if b not in self.experiments:
                     raise ValueError(f"experiments.{name}.baselines: unknown experiment {b!r}")
+            for stage, override in exp.overrides.items():
+                base = getattr(self.training[exp.training], stage).model_dump()
+                try:
+                    StageTraining.model_validate({**base, **override})
+                except ValidationError as err:
+                    raise ValueError(
+                        _format_error(err).replace("params.yaml is invalid:\n  ", f"experiments.{name}.overrides.{stage}.")
+                    ) from None
             if exp.jepa is not None and not exp.bidir_visual_attn:
                 raise ValueError(f"experiments.{name}: JEPA needs bidir_visual_attn: true (paper-spec §6)")
         for name, recipe in self.jepa.items():
@@ -266,7 +277,10 @@ class Params(_Strict):
         return self.experiments[name]
 
     def stage_training(self, exp: str, stage: Literal["pretrain", "finetune"]) -> StageTraining:
-        return getattr(self.training[self.experiment(exp).training], stage)
+        e = self.experiment(exp)
+        base: StageTraining = getattr(self.training[e.training], stage)
+        override = e.overrides.get(stage)
+        return StageTraining.model_validate({**base.model_dump(), **override}) if override else base
 
     def jepa_recipe(self, exp: str) -> JepaRecipe | None:
         ref = self.experiment(exp).jepa
@@ -280,7 +294,8 @@ def _format_error(err: ValidationError) -> str:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = f"unknown key {str(e['loc'][-1])!r} (typo?)"
-        lines.append(f"  {loc or '<root>'}: {msg}")
+        msg = msg.removeprefix("Value error, ")
+        lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
     return "params.yaml is invalid:\n" + "\n".join(lines)
 
 

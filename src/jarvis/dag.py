@@ -150,11 +150,6 @@ def render_dvc(stages: list[Stage]) -> str:
     return header + yaml.safe_dump(doc, sort_keys=False, width=120)
 
 
-def resolved_values(raw: dict[str, Any], stage: Stage) -> str:
-    """The stage's declared params with their values, as canonical JSON (Snakemake's `params:` trigger)."""
-    return json.dumps({k: lookup(raw, k) for k in stage.params}, sort_keys=True)
-
-
 def load(params_path: str | Path = paths.PARAMS) -> tuple[Params, dict[str, Any], list[Stage]]:
     from jarvis.config import load_params
 
@@ -172,3 +167,59 @@ def snakemake_inputs(stage: Stage) -> list[str]:
         else:
             out.append(dep)
     return out
+
+
+# ------------------------------------------------------------------ Snakemake <-> DVC agreement on params
+PARAMS_DIR = Path(".jarvis") / "params"
+_OLD = 1_000_000_000  # 2001-09-09: "older than any output" for params files already recorded in dvc.lock
+
+
+def params_file(stage: Stage) -> str:
+    return (PARAMS_DIR / f"{stage.id}.json").as_posix()
+
+
+def _locked_params(lock_path: Path) -> dict[str, dict[str, Any]]:
+    """Per stage, the param values dvc.lock says its outputs were made with (flattened to dotted keys)."""
+    if not lock_path.is_file():
+        return {}
+    lock = yaml.safe_load(lock_path.read_text()) or {}
+    out: dict[str, dict[str, Any]] = {}
+    for sid, entry in (lock.get("stages") or {}).items():
+        flat: dict[str, Any] = {}
+        for _file, values in (entry.get("params") or {}).items():
+            flat.update(values)
+        out[sid] = flat
+    return out
+
+
+def sync_params_files(raw: dict[str, Any], stages: list[Stage], lock_path: Path = Path("dvc.lock")) -> list[str]:
+    """Write one JSON file per stage with its declared param values; Snakemake takes it as an input.
+
+    dvc.lock is the shared ledger of which values produced which outputs (Snakemake writes it on success, DVC on
+    repro). A params file whose values match dvc.lock gets an old mtime, so it never triggers a rerun even when DVC
+    (not Snakemake) made the outputs; a changed value gets mtime = now, so Snakemake reruns that stage and its
+    descendants, exactly as `dvc repro` does. Returns the ids whose values differ from dvc.lock.
+    """
+    import os
+
+    locked = _locked_params(lock_path)
+    PARAMS_DIR.mkdir(parents=True, exist_ok=True)
+    stale = []
+    for s in stages:
+        values = {k: lookup(raw, k) for k in s.params}
+        text = json.dumps(values, sort_keys=True, indent=1) + "\n"
+        path = Path(params_file(s))
+        recorded = locked.get(s.id)
+        fresh = recorded is not None and all(
+            json.dumps(recorded.get(k), sort_keys=True) == json.dumps(v, sort_keys=True) for k, v in values.items())
+        if not (path.is_file() and path.read_text() == text):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        if fresh:
+            os.utime(path, (_OLD, _OLD))
+        else:
+            stale.append(s.id)
+            if path.stat().st_mtime == _OLD:
+                os.utime(path, None)  # values left the ledger: make it newer than the outputs
+    return stale

@@ -2,9 +2,10 @@
 # stage graph. A params.yaml typo fails here, at DAG load, naming the key.
 from pathlib import Path
 
-from jarvis.dag import final_targets, load, resolved_values, snakemake_inputs
+from jarvis.dag import final_targets, load, params_file, snakemake_inputs, sync_params_files
 
 PARAMS, RAW, STAGES = load("params.yaml")
+PARAMS_STALE = sync_params_files(RAW, STAGES)
 DONE_DIR = ".snakemake/jarvis-done"  # one marker per stage that succeeded, until dvc.lock records it
 
 
@@ -33,6 +34,14 @@ def slurm_resources(stage):
 def launcher(stage):
     r = stage.resources
     return "srun --ntasks-per-node=1 --kill-on-bad-exit=1 " if r.get("nodes", 1) > 1 else ""
+
+
+onstart:
+    # Create the MLflow SQLite store and experiments once, on the head node, before parallel jobs race to migrate a
+    # fresh schema (stack-facts §5: "a schema-migration race when many jobs hit a fresh DB").
+    from jarvis import tracking
+
+    tracking.init_store(["components", "pipeline", *PARAMS.run.experiments])
 
 
 onsuccess:

@@ -1,5 +1,6 @@
-# One rule per stage record of jarvis.dag.build_stages. Per-stage values are bound through `params:` (eager; also
-# what Snakemake's params rerun trigger compares), never read from loop variables inside `shell:` (late binding).
+# One rule per stage record of jarvis.dag.build_stages. Per-stage values are bound through `params:` (eager), never
+# read from loop variables inside `shell:` (late binding). A stage's param values reach Snakemake as an input file
+# (jarvis.dag.sync_params_files), dated against dvc.lock, so both tools rerun the same stages after a params edit.
 
 
 rule all:
@@ -15,6 +16,7 @@ for _stage in STAGES:
             _stage.id
         input:
             snakemake_inputs(_stage),
+            params_file(_stage),
         output:
             [directory(o) if is_dir_out(o) else o for o in _stage.outs],
             _stage.metrics,
@@ -24,7 +26,6 @@ for _stage in STAGES:
             cmd=_stage.cmd,
             launcher=launcher(_stage),
             done=f"{DONE_DIR}/{_stage.id}",
-            values=resolved_values(RAW, _stage),
         threads: _stage.resources["cpus"]
         resources:
             **slurm_resources(_stage),
