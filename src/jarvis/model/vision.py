@@ -235,8 +235,13 @@ class VisionTower(nn.Module):
             raise ValueError(
                 f"{config_file} is neither a timm tower (library: timm) nor a transformers config"
             )
-        from transformers import AutoModel
+        import transformers
 
-        model = AutoModel.from_pretrained(path)
+        # Image-text checkpoints (openai/clip-*, google/siglip-*) hold both towers: load only the vision half,
+        # whose weights are the `vision_model.` subtree (the reference loads CLIPVisionModel the same way).
+        vision_only = {"clip": "CLIPVisionModel", "siglip": "SiglipVisionModel", "siglip2": "Siglip2VisionModel"}
+        cls_name = vision_only.get(config["model_type"])
+        loader = getattr(transformers, cls_name) if cls_name else transformers.AutoModel
+        model = loader.from_pretrained(path)
         spec = {"library": "transformers", "config": model.config.to_dict(), **selection}
         return cls(spec, model=model)

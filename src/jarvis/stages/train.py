@@ -55,7 +55,7 @@ def build_model(params: Params, exp: str, stage: Stage, tokenizer: Any) -> Any:
     if recipe is not None:
         jepa_kwargs = dict(jepa_layer=params.llms[e.llm].jepa_layer, jepa_head_type=recipe.head,
                            jepa_loss=recipe.loss, jepa_weight=recipe.weight)
-    return JarvisForCausalLM.from_components(
+    model = JarvisForCausalLM.from_components(
         paths.llm_dir(e.llm), paths.tower_dir(e.vision),
         paths.tower_dir(recipe.target) if recipe else None,
         vision_options=tower_selection(params.towers[e.vision]),
@@ -63,6 +63,10 @@ def build_model(params: Params, exp: str, stage: Stage, tokenizer: Any) -> Any:
         projector_type=e.projector, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         bidir_visual_attn=e.bidir_visual_attn, **jepa_kwargs,
     )
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        # attach_chat_template added tokens (e.g. `<image>`, `[INST]`) to a hub tokenizer: give them rows
+        model.language_model.resize_token_embeddings(len(tokenizer))
+    return model
 
 
 def build_dataset(params: Params, exp: str, stage: Stage, model: Any, tokenizer: Any) -> Any:

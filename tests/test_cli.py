@@ -1,0 +1,204 @@
+"""The `jarvis` command line, run as a subprocess of the project venv (the way users and the DAG call it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, bin_path
+from jarvis.config import load_raw
+from jarvis.model.configuration import JarvisConfig
+from jarvis.model.modeling import JarvisForCausalLM
+from pipeline_utils import run
+from test_convert import write_reference_checkpoint  # tests dir is on sys.path under pytest
+from test_model import batch, build, hf_tower, llm, masks
+
+JARVIS = bin_path("jarvis")
+SUBCOMMANDS = (
+    "download",
+    "cache-features",
+    "pretrain",
+    "finetune",
+    "evaluate",
+    "report",
+    "score",
+    "chat",
+    "convert-reference",
+    "dag",
+)
+
+
+def test_help_lists_every_subcommand(tmp_path: Path) -> None:
+    res = run(tmp_path, JARVIS, "--help")
+    listed = (
+        res.stdout.split("{", 1)[1].split("}", 1)[0].split(",")
+    )  # argparse's "{download,...}" choice list
+    assert tuple(listed) == SUBCOMMANDS
+    for sub in SUBCOMMANDS:
+        assert f"\n    {sub} " in res.stdout  # each has its own help line
+
+
+def test_params_typo_exits_2_naming_the_key(tmp_path: Path) -> None:
+    raw = load_raw(ROOT / "params.yaml")
+    raw["towers"]["tiny_clip"]["feature_layr"] = -2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    res = run(tmp_path, JARVIS, "download", "--tower", "tiny_clip", check=False)
+    assert res.returncode == 2, res.stderr
+    assert "towers.tiny_clip" in res.stderr and "unknown key 'feature_layr'" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "models").exists()
+
+
+def test_missing_params_file_exits_2(tmp_path: Path) -> None:
+    res = run(tmp_path, JARVIS, "download", "--tower", "tiny_clip", check=False)
+    assert res.returncode == 2 and "params.yaml: no such params file" in res.stderr
+
+
+def test_dag_check_on_the_repo_and_on_a_stale_copy(tmp_path: Path) -> None:
+    res = run(ROOT, JARVIS, "dag", "check")
+    assert "dvc.yaml is fresh" in res.stdout
+
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text() + "# hand edit\n")
+    stale = run(tmp_path, JARVIS, "dag", "check", check=False)
+    assert stale.returncode == 1 and "dvc.yaml is stale" in stale.stderr
+
+
+def _mmvp_row(qid: int, answer: str, gt: str) -> dict:
+    return {
+        "question_id": qid,
+        "prompt": "Is the door open?",
+        "answer": answer,
+        "gt_answer": gt,
+        "model_id": "test",
+        "text_options": ["Open", "Closed"],
+    }
+
+
+def test_score_mmvp_hand_checked(tmp_path: Path) -> None:
+    # Pairs by question_id // 2 (benchmarks-spec §3 #6). Pair 0: "A" right, "B. Closed" right (fixed accepts letter +
+    # that letter's option text). Pair 1: "(a)" right, "A" wrong. Fixed: 1 of 2 pairs, 3 of 4 questions.
+    # Compat: "B. Closed" -> "b. closed" is wrong, and the parity counter goes 1, 0, 1, 0 -> 0 %.
+    rows = [
+        _mmvp_row(0, "A", "(a)"),
+        _mmvp_row(1, "B. Closed", "(b)"),
+        _mmvp_row(2, "(a)", "(a)"),
+        _mmvp_row(3, "A", "(b)"),
+    ]
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    fixed = json.loads(run(tmp_path, JARVIS, "score", "--benchmark", "mmvp", str(answers)).stdout)
+    assert fixed["benchmark"] == "mmvp" and fixed["mode"] == "fixed" and fixed["metric"] == "pair_accuracy"
+    assert fixed["overall"] == 50.0 and fixed["pairs_correct"] == 1 and fixed["pairs"] == 2
+    assert fixed["n"] == 4 and fixed["correct"] == 3 and fixed["question_accuracy"] == 75.0
+    assert fixed["incorrect"] == [3] and fixed["unparseable"] == 0
+
+    compat = json.loads(
+        run(tmp_path, JARVIS, "score", "--benchmark", "mmvp", "--mode", "compat", str(answers)).stdout
+    )
+    assert compat["overall"] == 0.0 and compat["correct"] == 2 and compat["incorrect"] == [1, 3]
+
+
+def _same_outputs(a: JarvisForCausalLM, b: JarvisForCausalLM, jepa: bool) -> None:
+    x = batch(a)
+    if not jepa:
+        x.pop("pixel_values_target", None)
+    m = masks() if jepa else {}
+    out_a, out_b = a(**x, **m, return_logits=True), b(**x, **m, return_logits=True)
+    assert torch.equal(out_a.logits, out_b.logits) and torch.equal(out_a.loss, out_b.loss)
+
+
+def test_convert_reference_plain(tmp_path: Path) -> None:
+    plain = build(context="clip", target=None)
+    write_reference_checkpoint(plain, tmp_path / "ref_plain")
+    res = run(tmp_path, JARVIS, "convert-reference", "ref_plain", "ours_plain")
+    assert "wrote ours_plain" in res.stdout
+    converted = JarvisForCausalLM.from_pretrained(tmp_path / "ours_plain").eval()
+    assert not converted.config.has_jepa
+    _same_outputs(plain, converted, jepa=False)
+
+
+def test_convert_reference_jepa_with_target_dir(tmp_path: Path) -> None:
+    model = build(context="clip", target="dinov2_grid6")
+    write_reference_checkpoint(model, tmp_path / "ref", with_target_weights=False)
+    model.target_tower.save_pretrained(tmp_path / "dinov2")
+    run(tmp_path, JARVIS, "convert-reference", "ref", "ours", "--target", "dinov2")
+    converted = JarvisForCausalLM.from_pretrained(tmp_path / "ours").eval()
+    assert converted.config.has_jepa
+    _same_outputs(model, converted, jepa=True)
+
+
+@pytest.fixture
+def chat_checkpoint(tmp_path: Path) -> Path:
+    """A tiny trained-layout checkpoint: JarvisForCausalLM + its tokenizer in one directory, plus an image."""
+    from PIL import Image
+
+    from jarvis.data.templates import IMAGE_TOKEN
+    from jarvis.data.tokenizer import build_tokenizer
+
+    tok = build_tokenizer(
+        ["what colour is the square", "the square is red", "a blue circle"], 300, "vicuna_v1"
+    )
+    text = {
+        **llm("llama"),
+        "vocab_size": len(tok),
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
+    torch.manual_seed(0)
+    config = JarvisConfig(
+        text_config=text,
+        vision_config=hf_tower("clip_vision_model", feature_layer=-2),
+        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+        jepa_layer=1,
+    )
+    ckpt = tmp_path / "ckpt"
+    JarvisForCausalLM(config).save_pretrained(ckpt)
+    tok.save_pretrained(ckpt)
+    Image.new("RGB", (40, 24), (200, 30, 30)).save(tmp_path / "red.png")
+    return ckpt
+
+
+def test_chat_answers_and_matches_the_in_process_answer(chat_checkpoint: Path) -> None:
+    from jarvis.stages.chat import answer
+
+    project = chat_checkpoint.parent
+    res = run(
+        project,
+        JARVIS,
+        "chat",
+        "--checkpoint",
+        str(chat_checkpoint),
+        "--image",
+        "red.png",
+        "--max-new-tokens",
+        "6",
+        "what colour is the square?",
+    )
+    expected = answer(chat_checkpoint, project / "red.png", "what colour is the square?", max_new_tokens=6)
+    assert isinstance(expected, str) and expected  # 6 greedy tokens of a random model: not all special
+    assert res.stdout == expected + "\n"  # the answer alone on stdout; logs go to stderr
+
+
+def test_chat_missing_image_fails_naming_it(chat_checkpoint: Path) -> None:
+    project = chat_checkpoint.parent
+    res = run(
+        project,
+        JARVIS,
+        "chat",
+        "--checkpoint",
+        str(chat_checkpoint),
+        "--image",
+        "nope.png",
+        "hi",
+        check=False,
+    )
+    assert res.returncode != 0
+    assert "nope.png" in res.stderr and "does not exist" in res.stderr
+    assert res.stdout == ""
