@@ -36,8 +36,18 @@ class TokenizerSpec(_Strict):
     corpus: str  # name of a synthetic dataset whose texts train the tokenizer
 
 
+class TextPretrain(_Strict):
+    """Stage 0 for from-scratch LMs (benchmarks-spec §6): text-only instruction pretraining before stage 1."""
+
+    data: str  # a synthetic dataset whose instruct conversations are the text
+    steps: int = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+
+
 class LLMSpec(_Strict):
     init: Literal["scratch", "hub"]
+    text_pretrain: TextPretrain | None = None
     config: dict[str, Any] | None = None  # transformers config kwargs incl. model_type (scratch)
     hub: HubRef | None = None
     tokenizer: TokenizerSpec | None = None
@@ -119,7 +129,7 @@ class StageTraining(_Strict):
     nodes: int = Field(ge=1)
     epochs: float = Field(gt=0)
     max_steps: int = -1
-    warmup_ratio: float = Field(ge=0, le=1)
+    warmup_ratio: float = Field(ge=0, lt=1)  # transformers 5 reads a float warmup of 1.0 as one step
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"]
     weight_decay: float = Field(ge=0)
     max_grad_norm: float = Field(gt=0)
@@ -268,6 +278,8 @@ class Params(_Strict):
         for name, llm in self.llms.items():
             if llm.tokenizer is not None and llm.tokenizer.corpus not in self.datasets:
                 raise ValueError(f"llms.{name}.tokenizer.corpus: unknown dataset {llm.tokenizer.corpus!r}")
+            if llm.text_pretrain is not None and llm.text_pretrain.data not in self.datasets:
+                raise ValueError(f"llms.{name}.text_pretrain.data: unknown dataset {llm.text_pretrain.data!r}")
         return self
 
     # ------------------------------------------------------------ views
@@ -328,9 +340,10 @@ def component_refs(params: Params, kind: str, name: str) -> list[str]:
     if kind == "llm":
         llm = params.llms[name]
         keys = [f"llms.{name}"]
-        if llm.tokenizer is not None:
-            keys.append(f"datasets.{llm.tokenizer.corpus}")
-        return keys
+        for data in {llm.tokenizer.corpus if llm.tokenizer else None, llm.text_pretrain.data if llm.text_pretrain else None}:
+            if data is not None:
+                keys.append(f"datasets.{data}")
+        return sorted(set(keys), key=keys.index)
     if kind == "tower":
         return [f"towers.{name}"]
     if kind == "data":

@@ -21,7 +21,8 @@ from jarvis.config import Params, component_refs, experiment_refs, load_raw, loo
 _CODE = {
     "download-data": ["src/jarvis/stages/download.py", "src/jarvis/data/synthetic.py",
                       "src/jarvis/eval/synthetic_bench.py"],
-    "download-llm": ["src/jarvis/stages/download.py", "src/jarvis/data/tokenizer.py", "src/jarvis/data/templates.py"],
+    "download-llm": ["src/jarvis/stages/download.py", "src/jarvis/stages/text_pretrain.py",
+                     "src/jarvis/data/tokenizer.py", "src/jarvis/data/templates.py"],
     "download-tower": ["src/jarvis/stages/download.py", "src/jarvis/model/vision.py"],
     "cache_features": ["src/jarvis/stages/cache_features.py", "src/jarvis/model/vision.py",
                        "src/jarvis/data/images.py", "src/jarvis/data/dataset.py"],
@@ -71,9 +72,11 @@ def build_stages(params: Params) -> list[Stage]:
     def download(kind: str, name: str, recipe: str) -> str:
         out = {"data": paths.dataset_dir, "llm": paths.llm_dir, "tower": paths.tower_dir}[kind](name)
         deps = list(_CODE[f"download-{kind}"])
-        if kind == "llm" and params.llms[name].tokenizer is not None:
-            corpus = params.llms[name].tokenizer.corpus
-            deps.append(download("data", corpus, recipe))
+        if kind == "llm":
+            llm = params.llms[name]
+            for data in dict.fromkeys(d for d in (llm.tokenizer and llm.tokenizer.corpus,
+                                                   llm.text_pretrain and llm.text_pretrain.data) if d):
+                deps.append(download("data", data, recipe))
         add(Stage(id=f"download-{kind}-{name}", kind="download", cmd=f"jarvis download --{kind} {name}",
                   deps=tuple(deps), outs=(_p(out),), params=tuple(component_refs(params, kind, name)),
                   resources=res(recipe, "download")))

@@ -135,8 +135,11 @@ def download_llm(params: Params, name: str) -> dict[str, Any]:
     from jarvis.seeding import seed_everything
 
     assert spec.tokenizer is not None and spec.config is not None
-    tok = build_tokenizer(corpus_texts(paths.dataset_dir(spec.tokenizer.corpus)), spec.tokenizer.vocab_size,
-                          spec.chat_template)
+    # Every text also with a leading space: templates put one before the answer ("ASSISTANT: Yes"), and the
+    # generation prompt ends before it (benchmarks-spec §1). With "ĠYes" in the vocabulary, as with Vicuna's
+    # "▁Yes", the first generated token carries the space, so training and evaluation tokenise alike.
+    texts = [t for text in corpus_texts(paths.dataset_dir(spec.tokenizer.corpus)) for t in (text, " " + text)]
+    tok = build_tokenizer(texts, spec.tokenizer.vocab_size, spec.chat_template)
     cfg_kwargs = dict(spec.config)
     model_type = cfg_kwargs.pop("model_type")
     config = AutoConfig.for_model(model_type, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
@@ -144,12 +147,20 @@ def download_llm(params: Params, name: str) -> dict[str, Any]:
                                   tie_word_embeddings=False, **cfg_kwargs)
     seed_everything(params.seed)
     model = AutoModelForCausalLM.from_config(config)
+    text_metrics: dict[str, Any] = {}
+    if spec.text_pretrain is not None and spec.text_pretrain.steps > 0:
+        from jarvis.stages.common import corpus
+        from jarvis.stages.text_pretrain import pretrain_text
+
+        tp = spec.text_pretrain
+        text_metrics = pretrain_text(model, tok, corpus(params, tp.data, "instruct").annotations, tp.steps,
+                                     tp.batch_size, tp.learning_rate, params.seed)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         write_json_atomic(tmp / MANIFEST, {"init": "scratch", "vocab_size": len(tok),
-                                           "n_params": sum(p.numel() for p in model.parameters())})
-    return {"vocab_size": len(tok), "n_params": sum(p.numel() for p in model.parameters())}
+                                           "n_params": sum(p.numel() for p in model.parameters()), **text_metrics})
+    return {"vocab_size": len(tok), "n_params": sum(p.numel() for p in model.parameters()), **text_metrics}
 
 
 def tower_spec(spec: TowerSpec) -> dict[str, Any]:

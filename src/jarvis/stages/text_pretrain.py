@@ -1,0 +1,68 @@
+"""Stage 0 for from-scratch LMs: a short text-only instruction pretraining, run once inside `download --llm`.
+
+Stage 1 freezes the LM (paper-spec §8), so a randomly initialised tiny LM would reach stage 2 knowing no language at
+all; benchmarks-spec §6 ("Pretrain it on text only first") prescribes this step for the CPU world. Conversations of
+the instruct corpus are rendered with the LM's chat template, `<image>` removed, and trained on their assistant
+tokens with AdamW. Real (hub) LMs skip it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jarvis.seeding import make_generator
+
+log = logging.getLogger(__name__)
+
+
+def _examples(tokenizer: Any, annotations: Path, max_length: int) -> list[tuple[list[int], list[int]]]:
+    from jarvis.data.conversation import IGNORE_INDEX, encode_conversation
+
+    out = []
+    for entry in json.loads(annotations.read_text()):
+        turns = [{**t, "value": t["value"].replace("<image>", "").strip()} for t in entry["conversations"]]
+        ids, labels = encode_conversation(tokenizer, turns, sample_id=entry.get("id"))
+        ids, labels = ids[:max_length], labels[:max_length]
+        if any(t != IGNORE_INDEX for t in labels):
+            out.append((ids, labels))
+    if not out:
+        raise ValueError(f"{annotations}: no conversation with assistant tokens to pretrain on")
+    return out
+
+
+def pretrain_text(model: Any, tokenizer: Any, annotations: Path, steps: int, batch_size: int, learning_rate: float,
+                  seed: int, max_length: int = 256) -> dict[str, float]:
+    """Train ``model`` in place; returns the first and last loss."""
+    examples = _examples(tokenizer, annotations, max_length)
+    gen = make_generator(seed, "text_pretrain")
+    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=learning_rate, total_steps=steps, pct_start=0.05)
+    model.train()
+    first = last = float("nan")
+    for step in range(steps):
+        pick = torch.randint(len(examples), (batch_size,), generator=gen).tolist()
+        width = max(len(examples[i][0]) for i in pick)
+        ids = torch.full((batch_size, width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((batch_size, width), -100, dtype=torch.long)
+        attn = torch.zeros((batch_size, width), dtype=torch.long)
+        for b, i in enumerate(pick):
+            x, y = examples[i]
+            ids[b, : len(x)], labels[b, : len(y)], attn[b, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step == 0:
+            first = float(loss.detach())
+        if step % 50 == 0 or step == steps - 1:
+            last = float(loss.detach())
+            log.info("text pretraining step %d/%d: loss %.4f", step + 1, steps, last)
+    model.eval()
+    return {"text_loss_first": first, "text_loss_last": last, "text_steps": steps}

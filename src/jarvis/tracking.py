@@ -1,0 +1,281 @@
+"""MLflow tracking: one store, one experiment per jarvis experiment, one run per stage (style.md §3.6).
+
+- Store: ``sqlite:///<project root>/mlruns/mlflow.db`` (absolute, so jobs in other working directories share it;
+  stack-facts §5), artifacts under ``<root>/mlruns/artifacts``. ``MLFLOW_TRACKING_URI`` overrides the store.
+  The file store is in maintenance mode in MLflow 3.17 and is not used.
+- Names: MLflow experiment ``jarvis/<experiment>``, run ``<experiment>/<stage>``.
+- Every stage run is opened with :func:`stage_run` on rank 0 (other ranks get None); the Trainer's MLflowCallback
+  logs into it because it only starts its own run when none is active (transformers ``integration_utils.py``,
+  ``MLflowCallback.setup``) -- so ``MLFLOW_RUN_ID`` / ``MLFLOW_NESTED_RUN`` must stay unset.
+- A resumed stage continues its run: the run id is kept in the stage's work dir together with the params digest,
+  and a work dir left by *other* params is refused (its checkpoints would be resumed under the wrong config).
+- MLflow is a view, not the record: nothing reads results back from it; checkpoints are not uploaded.
+
+SQLite under concurrency: create the DB and experiments once, up front (:func:`init_store`), from the head process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from jarvis import paths
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "mlflow_run.json"  # in the stage's work dir: {"run_id", "params_digest", "tracking_uri"}
+PARAM_PREFIX = "cfg."  # keeps our keys apart from the Trainer's own params (same key + other value is an error)
+_PARAMS_PER_BATCH = 100  # MLflow log_batch limit
+_MAX_PARAM_LEN = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH in 3.17
+# Env vars read by transformers' MLflowCallback at Trainer construction.
+_TRAINER_ENV = {
+    "HF_MLFLOW_LOG_ARTIFACTS": "FALSE",  # never copy checkpoints into the artifact store
+    "MLFLOW_FLATTEN_PARAMS": "TRUE",  # nested model config as dotted keys instead of dropped >250-char values
+}
+_FORBIDDEN_ENV = ("MLFLOW_RUN_ID", "MLFLOW_NESTED_RUN")
+
+
+# ---- store and names ---------------------------------------------------------------------------------------------
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the absolute sqlite store under ``<root>/mlruns``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    db = (root or paths.root()).resolve() / "mlruns" / "mlflow.db"
+    return f"sqlite:///{db}"  # sqlite:/// + absolute path = four slashes
+
+
+def artifact_location(experiment: str, root: Path | None = None) -> str:
+    return ((root or paths.root()).resolve() / "mlruns" / "artifacts" / experiment).as_uri()
+
+
+def experiment_name(experiment: str) -> str:
+    return f"jarvis/{experiment}"
+
+
+def run_name(experiment: str, stage: str) -> str:
+    return f"{experiment}/{stage}"
+
+
+def stage_id(experiment: str, stage: str) -> str:
+    """The DAG's stage id, ``<kind>-<exp>`` (design.md "Stages and outputs")."""
+    return f"{stage}-{experiment}"
+
+
+def _client(uri: str) -> Any:
+    import mlflow
+
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(experiment: str, root: Path | None = None) -> str:
+    """Create (once) the MLflow experiment ``jarvis/<experiment>``; returns its id."""
+    uri = tracking_uri(root)
+    client = _client(uri)
+    name = experiment_name(experiment)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    return str(client.create_experiment(name, artifact_location=artifact_location(experiment, root)))
+
+
+def init_store(experiments: Iterable[str], root: Path | None = None) -> dict[str, str]:
+    """Create the DB (schema migration) and every experiment up front, from one process; returns name → id."""
+    return {exp: ensure_experiment(exp, root) for exp in experiments}
+
+
+# ---- params and tags ---------------------------------------------------------------------------------------------
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = PARAM_PREFIX) -> dict[str, str]:
+    """Nested dicts/lists → ``{"cfg.a.b.0": "value"}``; values longer than MLflow's limit are cut and marked."""
+    out: dict[str, str] = {}
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, Mapping):
+            if not value:
+                out[key] = "{}"
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value):
+            for i, v in enumerate(value):
+                walk(v, f"{key}.{i}")
+        else:
+            text = json.dumps(list(value)) if isinstance(value, (list, tuple)) else str(value)
+            out[key] = text if len(text) <= _MAX_PARAM_LEN else text[: _MAX_PARAM_LEN - 12] + "…[truncated]"
+
+    walk(params, prefix.rstrip("."))
+    return out
+
+
+def params_digest(params: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of the resolved params (16 hex chars)."""
+    blob = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def git_state(root: Path | None = None) -> tuple[str, bool | None]:
+    """(commit, dirty) of the project checkout; ("unknown", None) outside git. Tracked files only count as dirty."""
+    cwd = (root or paths.root()).resolve()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True, timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", None
+    return commit, bool(status.strip())
+
+
+def run_tags(experiment: str, stage: str, params: Mapping[str, Any], world_size: int,
+             root: Path | None = None) -> dict[str, str]:
+    commit, dirty = git_state(root)
+    tags = {
+        "jarvis.experiment": experiment,
+        "jarvis.stage": stage,
+        "jarvis.stage_id": stage_id(experiment, stage),
+        "jarvis.params_digest": params_digest(params),
+        "jarvis.world_size": str(world_size),
+        "jarvis.git_commit": commit,
+        "jarvis.git_dirty": str(dirty).lower(),
+        # MLflow sets this itself only with gitpython and argv[0] inside the repo (stack-facts §5).
+        "mlflow.source.git.commit": commit,
+    }
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        array = os.environ.get("SLURM_ARRAY_JOB_ID")
+        tags["jarvis.slurm_job_id"] = f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if array else job
+    return tags
+
+
+# ---- runs --------------------------------------------------------------------------------------------------------
+
+
+def _read_run_file(work_dir: Path) -> dict[str, str] | None:
+    path = work_dir / RUN_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _write_run_file(work_dir: Path, record: Mapping[str, str]) -> None:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tmp = work_dir / f".{RUN_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(dict(record), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, work_dir / RUN_FILE)
+
+
+def check_work_dir(work_dir: Path, params: Mapping[str, Any]) -> None:
+    """Refuse a work dir whose checkpoints were made with other params (call on every rank before training)."""
+    record = _read_run_file(Path(work_dir))
+    digest = params_digest(params)
+    if record is not None and record.get("params_digest") != digest:
+        raise RuntimeError(
+            f"{work_dir} holds a stage run made with other params (digest {record.get('params_digest')} != {digest});"
+            " its checkpoints would be resumed under the wrong config. Delete the directory to start over."
+        )
+
+
+@contextlib.contextmanager
+def stage_run(
+    experiment: str,
+    stage: str,
+    params: Mapping[str, Any],
+    work_dir: Path,
+    *,
+    world_size: int | None = None,
+    root: Path | None = None,
+) -> Iterator[Any]:
+    """Open (or, on resume, reopen) the MLflow run of one stage; yields the ``ActiveRun`` on rank 0, None elsewhere.
+
+    The run is active for the whole block, so the Trainer's MLflowCallback and plain ``mlflow.log_metrics`` calls
+    both land in it. Ends FINISHED on success, KILLED on a non-zero ``SystemExit`` (preemption), FAILED otherwise.
+    """
+    work_dir = Path(work_dir)
+    check_work_dir(work_dir, params)
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield None
+        return
+
+    import mlflow
+
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.active_run() is not None:
+        raise RuntimeError(f"an MLflow run is already active ({mlflow.active_run().info.run_id}); stage runs don't nest")
+    exp_id = ensure_experiment(experiment, root)
+    world = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    tags = run_tags(experiment, stage, params, world, root)
+    record = _read_run_file(work_dir)
+    run_id = None
+    if record is not None and record.get("tracking_uri") == uri:
+        try:
+            mlflow.MlflowClient(uri).get_run(record["run_id"])
+            run_id = record["run_id"]
+        except mlflow.exceptions.MlflowException:
+            logger.warning("run %s from %s is not in %s; starting a new run", record["run_id"], work_dir, uri)
+    if run_id is not None:
+        run = mlflow.start_run(run_id=run_id, tags=tags)
+        logger.info("MLflow: resumed run %s (%s)", run_id, run_name(experiment, stage))
+    else:
+        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name(experiment, stage), tags=tags)
+        _write_run_file(work_dir, {"run_id": run.info.run_id, "params_digest": params_digest(params),
+                                   "tracking_uri": uri})
+        logger.info("MLflow: new run %s (%s) in %s", run.info.run_id, run_name(experiment, stage), uri)
+    flat = flatten_params(params)
+    items = list(flat.items())
+    for i in range(0, len(items), _PARAMS_PER_BATCH):
+        mlflow.log_params(dict(items[i : i + _PARAMS_PER_BATCH]))  # same values on resume: allowed
+    status = "FINISHED"
+    try:
+        yield run
+    except SystemExit as exc:
+        status = "FINISHED" if exc.code in (None, 0) else "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        mlflow.end_run(status=status)
+
+
+def configure_trainer_env() -> None:
+    """Env for transformers' MLflowCallback (read at Trainer construction): no artifact upload, flat params."""
+    for name in _FORBIDDEN_ENV:
+        if os.environ.get(name):
+            raise RuntimeError(
+                f"{name} is set; jarvis.tracking opens the stage run itself and the MLflowCallback would start"
+                " (and end) a second one. Unset it."
+            )
+    os.environ.update(_TRAINER_ENV)
+
+
+def assert_active(run: Any) -> None:
+    """Fail loudly unless ``run`` is the active MLflow run (the Trainer would otherwise open its own)."""
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is None or active.info.run_id != run.info.run_id:
+        raise RuntimeError(f"MLflow run {run.info.run_id} is not the active run; use it inside stage_run(...)")
+
+
+def log_final_metrics(metrics: Mapping[str, Any], prefix: str = "final/") -> None:
+    """Numeric entries of a stage's metrics.json, logged once into the active run."""
+    import mlflow
+
+    numeric = {f"{prefix}{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))
+               and not isinstance(v, bool)}
+    if numeric:
+        mlflow.log_metrics(numeric)
