@@ -100,7 +100,8 @@ def make_batch(cfg: BenchConfig, model: JarvisForCausalLM, cached: bool) -> dict
     input_ids = torch.cat([torch.full((cfg.batch, n), image_id), caption], dim=1)  # (B, N + caption)
     labels = torch.cat([torch.full((cfg.batch, n), -100), caption], dim=1)
     pixels = torch.randn(cfg.batch, 3, cfg.image, cfg.image, generator=g).to(model.device)
-    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels,
+             "label_positions": (labels[:, 1:] != -100).nonzero()}  # as jarvis.data.collate.Collator adds
     if not cached:
         batch["pixel_values"] = pixels
         if model.target_tower is not None:
@@ -171,6 +172,7 @@ def time_variant(
 
 VARIANTS = {  # name: (jepa, cached, full_logits)
     "llava": (False, False, False),
+    "llava_cached": (False, True, False),
     "jarvis_live": (True, False, False),
     "jarvis_cached": (True, True, False),
     "llava_full_logits": (False, False, True),
@@ -204,6 +206,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     ratio("jarvis_live/llava", "jarvis_live", "llava")
     ratio("jarvis_cached/llava", "jarvis_cached", "llava")
+    ratio("jarvis_cached/llava_cached", "jarvis_cached", "llava_cached")
     ratio("cached/live", "jarvis_cached", "jarvis_live")
     ratio("llava full/selected logits", "llava_full_logits", "llava")
     ratio("jarvis full/selected logits", "jarvis_live_full_logits", "jarvis_live")

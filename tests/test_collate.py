@@ -45,7 +45,13 @@ def test_features_and_text_only_batch() -> None:
     batch = Collator(0)([sample([1], [1], context_features=f, target_features=f[:2]), sample([2, 3], [2, 3])])
     assert batch["context_features"].shape == (1, 4, 5) and batch["target_features"].shape == (1, 2, 5)
     text_only = Collator(0)([sample([1], [1]), sample([2], [2])])
-    assert set(text_only) == {"input_ids", "attention_mask", "labels"}
+    assert set(text_only) == {"input_ids", "attention_mask", "labels", "label_positions"}
+
+
+def test_label_positions_list_the_supervised_next_token_predictions() -> None:
+    batch = Collator(0)([sample([5, 6, 7], [-100, 6, 7]), sample([8, 9], [-100, 9])])
+    # shifted labels: row 0 -> [6, 7], row 1 -> [9, pad]: predictions at (0,0), (0,1), (1,0)
+    assert batch["label_positions"].tolist() == [[0, 0], [0, 1], [1, 0]]
 
 
 def test_errors() -> None:

@@ -181,6 +181,9 @@ def test_selective_logits_give_the_same_loss() -> None:
     assert fast.logits is None and full.logits.shape == (3, 24, VOCAB)
     assert torch.allclose(fast.loss_ntp, full.loss_ntp, atol=1e-6)
     assert torch.allclose(fast.loss, full.loss, atol=1e-6)
+    positions = (b["labels"][:, 1:] != -100).nonzero()  # what the collator precomputes on the CPU
+    gathered = model(**b, **masks(), label_positions=positions)
+    assert torch.allclose(gathered.loss_ntp, full.loss_ntp, atol=1e-6)
 
 
 def test_cached_features_equal_pixels() -> None:

@@ -172,6 +172,7 @@ def snakemake_inputs(stage: Stage) -> list[str]:
     return out
 
 
+
 # ------------------------------------------------------------------ Snakemake <-> DVC agreement on params
 PARAMS_DIR = Path(".jarvis") / "params"
 _OLD = 1_000_000_000  # 2001-09-09: "older than any output" for params files already recorded in dvc.lock
@@ -181,40 +182,46 @@ def params_file(stage: Stage) -> str:
     return (PARAMS_DIR / f"{stage.id}.json").as_posix()
 
 
-def _locked_params(lock_path: Path) -> dict[str, dict[str, Any]]:
-    """Per stage, the param values dvc.lock says its outputs were made with (flattened to dotted keys)."""
-    if not lock_path.is_file():
-        return {}
-    lock = yaml.safe_load(lock_path.read_text()) or {}
-    out: dict[str, dict[str, Any]] = {}
-    for sid, entry in (lock.get("stages") or {}).items():
-        flat: dict[str, Any] = {}
-        for _file, values in (entry.get("params") or {}).items():
-            flat.update(values)
-        out[sid] = flat
-    return out
+def _ledger_fresh(lock: dict[str, Any], stage: Stage, values: dict[str, Any], producer: dict[str, str]) -> bool:
+    """True when dvc.lock says ``stage``'s outputs were made with these param values from the current upstream
+    outputs: its recorded dep hashes equal the hashes recorded for the upstream stages' outs (DVC's own rule)."""
+    stages = lock.get("stages") or {}
+    entry = stages.get(stage.id)
+    if entry is None:
+        return False
+    recorded: dict[str, Any] = {}
+    for _file, vals in (entry.get("params") or {}).items():
+        recorded.update(vals)
+    if any(json.dumps(recorded.get(k), sort_keys=True) != json.dumps(v, sort_keys=True) for k, v in values.items()):
+        return False
+    dep_hash = {d["path"]: d.get("md5") for d in entry.get("deps") or []}
+    for dep in stage.deps:
+        if dep in producer:
+            outs = {o["path"]: o.get("md5") for o in (stages.get(producer[dep]) or {}).get("outs") or []}
+            if dep_hash.get(dep) is None or dep_hash.get(dep) != outs.get(dep):
+                return False
+    return True
 
 
 def sync_params_files(raw: dict[str, Any], stages: list[Stage], lock_path: Path = Path("dvc.lock")) -> list[str]:
     """Write one JSON file per stage with its declared param values; Snakemake takes it as an input.
 
-    dvc.lock is the shared ledger of which values produced which outputs (Snakemake writes it on success, DVC on
-    repro). A params file whose values match dvc.lock gets an old mtime, so it never triggers a rerun even when DVC
-    (not Snakemake) made the outputs; a changed value gets mtime = now, so Snakemake reruns that stage and its
-    descendants, exactly as `dvc repro` does. Returns the ids whose values differ from dvc.lock.
+    dvc.lock is the shared ledger of which params and upstream outputs produced which outputs (Snakemake writes it
+    on success, DVC on repro). A stage the ledger calls fresh gets an old mtime on its params file, so it never
+    triggers a rerun even when DVC (not Snakemake) made the outputs; otherwise the file gets mtime = now and
+    Snakemake reruns the stage and its descendants, as `dvc repro` does. Returns the ids the ledger calls stale.
     """
     import os
 
-    locked = _locked_params(lock_path)
+    lock = (yaml.safe_load(lock_path.read_text()) or {}) if lock_path.is_file() else {}
+    producer = {o: s.id for s in stages for o in (*s.outs, *s.metrics)}
     PARAMS_DIR.mkdir(parents=True, exist_ok=True)
     stale = []
     for s in stages:
         values = {k: lookup(raw, k) for k in s.params}
         text = json.dumps(values, sort_keys=True, indent=1) + "\n"
         path = Path(params_file(s))
-        recorded = locked.get(s.id)
-        fresh = recorded is not None and all(
-            json.dumps(recorded.get(k), sort_keys=True) == json.dumps(v, sort_keys=True) for k, v in values.items())
+        fresh = _ledger_fresh(lock, s, values, producer)
         if not (path.is_file() and path.read_text() == text):
             tmp = path.with_suffix(".tmp")
             tmp.write_text(text)
@@ -226,3 +233,30 @@ def sync_params_files(raw: dict[str, Any], stages: list[Stage], lock_path: Path 
             if path.stat().st_mtime == _OLD:
                 os.utime(path, None)  # values left the ledger: make it newer than the outputs
     return stale
+
+
+def commit_to_dvc(ids: list[str], stages: list[Stage]) -> None:
+    """`dvc commit` the stages Snakemake just ran, keeping every output's mtime.
+
+    With a link cache, DVC relinks the files of directory outputs, which bumps the directories' own mtimes in
+    whatever order it commits them; Snakemake would then see upstream directories newer than downstream outputs
+    and rerun them. File mtimes survive (rename + hardlink keep the inode), directory mtimes are restored here.
+    """
+    import os
+    import subprocess
+
+    wanted = set(ids)
+    saved: dict[str, tuple[int, int]] = {}
+    for s in stages:
+        if s.id not in wanted:
+            continue
+        for out in (*s.outs, *s.metrics):
+            root = Path(out)
+            paths_ = [root] + (sorted(root.rglob("*")) if root.is_dir() else [])
+            for p in paths_:
+                st = p.lstat()
+                saved[str(p)] = (st.st_atime_ns, st.st_mtime_ns)
+    subprocess.run(["dvc", "commit", "-f", "-q", *sorted(wanted)], check=True)
+    for path, (atime, mtime) in saved.items():
+        if os.path.lexists(path):
+            os.utime(path, ns=(atime, mtime), follow_symlinks=False)

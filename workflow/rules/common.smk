@@ -2,7 +2,7 @@
 # stage graph. A params.yaml typo fails here, at DAG load, naming the key.
 from pathlib import Path
 
-from jarvis.dag import final_targets, load, params_file, snakemake_inputs, sync_params_files
+from jarvis.dag import commit_to_dvc, final_targets, load, params_file, snakemake_inputs, sync_params_files
 
 PARAMS, RAW, STAGES = load("params.yaml")
 PARAMS_STALE = sync_params_files(RAW, STAGES)
@@ -51,6 +51,6 @@ onsuccess:
     if done.is_dir() and Path(".dvc").is_dir():
         ids = sorted(p.name for p in done.iterdir())
         if ids:
-            shell("dvc commit -f -q " + " ".join(ids))
+            commit_to_dvc(ids, STAGES)
         for p in done.iterdir():
             p.unlink()

@@ -52,6 +52,9 @@ class Collator:
         }
         if all("labels" in s for s in samples):
             batch["labels"] = self._pad([s["labels"] for s in samples], IGNORE_INDEX)
+            # (n, 2) [row, position] of every supervised next-token prediction, found here on the CPU so the model
+            # can gather exactly those hidden states without a device->host sync (see JarvisForCausalLM.ntp).
+            batch["label_positions"] = (batch["labels"][:, 1:] != IGNORE_INDEX).nonzero()
         elif any("labels" in s for s in samples):
             raise ValueError("some samples have labels and some do not")
         for key in _IMAGE_KEYS:

@@ -177,6 +177,7 @@ class JarvisForCausalLM(PreTrainedModel):
         jepa_context: torch.Tensor | None = None,
         jepa_targets: torch.Tensor | None = None,
         return_logits: bool = False,
+        label_positions: torch.Tensor | None = None,
         **_: Any,
     ) -> JarvisOutput:
         """One NTP step, plus the JEPA objective when ``jepa_context``/``jepa_targets`` are given."""
@@ -193,7 +194,7 @@ class JarvisForCausalLM(PreTrainedModel):
             attention_mask, span, has_image, jepa_context, jepa_targets, embeds.dtype
         )
         hidden, readout = self.run_language_model(embeds, mask, attention_mask, capture=jepa)  # (B, T, D)
-        loss_ntp, logits = self.ntp(hidden, labels, return_logits)
+        loss_ntp, logits = self.ntp(hidden, labels, return_logits, label_positions)
         if jepa:
             feats = self.target_patch_features(pixel_values_target, target_features, n_img)  # (B_img, N, Dt)
             loss_jepa = self.jepa(readout, span, img_rows, jepa_targets, feats)
@@ -308,15 +309,28 @@ class JarvisForCausalLM(PreTrainedModel):
         return logits
 
     def ntp(
-        self, hidden: torch.Tensor, labels: torch.Tensor | None, return_logits: bool
+        self,
+        hidden: torch.Tensor,
+        labels: torch.Tensor | None,
+        return_logits: bool,
+        label_positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Next-token loss; logits only at positions with a (shifted) label unless ``return_logits``."""
+        """Next-token loss; logits only at positions with a (shifted) label unless ``return_logits``.
+
+        The reference computes full-vocabulary logits at every position, image tokens included (paper-spec §11.2).
+        ``label_positions`` (n, 2), precomputed by the collator on the CPU, selects the supervised positions
+        with a gather; without it a boolean mask does the same but costs a device->host sync on GPUs.
+        """
         if labels is None:
             return None, self.logits_from_hidden(hidden)
         shifted = labels[:, 1:]  # (B, T-1) target of position t is labels[t+1]
         if return_logits:
             logits = self.logits_from_hidden(hidden)  # (B, T, V)
             return ntp_loss(logits[:, :-1], shifted), logits
+        if label_positions is not None:
+            rows, cols = label_positions.to(hidden.device, non_blocking=True).unbind(-1)
+            selected = self.logits_from_hidden(hidden[rows, cols])  # (n_labels, V)
+            return ntp_loss(selected, shifted[rows, cols]), None
         keep = shifted != IGNORE_INDEX
         selected = self.logits_from_hidden(hidden[:, :-1][keep])  # (n_labels, V)
         return ntp_loss(selected, shifted[keep]), None
