@@ -14,7 +14,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 CONFIG_DIR="${XDG_CONFIG_HOME:-$HOME/.config}/snakemake"
 
 link_one() {
-    local name=$1 target link current
+    local name=$1 target link current force=${FORCE:-0}
     target="$REPO/workflow/profiles/$name"
     link="$CONFIG_DIR/$name"
     [[ -f $target/config.yaml ]] || { echo "link-profile: no profile at $target/config.yaml" >&2; return 1; }
@@ -25,9 +25,14 @@ link_one() {
             echo "link-profile: $link -> $target (already linked)"
             return 0
         fi
+        # A link to another jarvis checkout's profile (a second clone, a CI clone) is ours to move.
+        if [[ $current == */workflow/profiles/$name ]]; then
+            echo "link-profile: moving $link from $current to $target"
+            force=1
+        fi
     fi
     if [[ -e $link || -L $link ]]; then
-        if [[ ${FORCE:-0} != 1 ]]; then
+        if [[ $force != 1 ]]; then
             echo "link-profile: $link exists and is not a link to $target; set FORCE=1 to replace it" >&2
             return 1
         fi

@@ -49,7 +49,8 @@ def run(project: Path, *cmd: str, check: bool = True, timeout: int = 1800) -> su
 
 def snakemake_dry_jobs(project: Path, *extra: str) -> set[str]:
     """Rule names Snakemake would run (dry run), from its summary output."""
-    res = run(project, "snakemake", "--cores", "2", "-n", "--quiet", "rules", *extra, "all")
+    # targets first: multi-value flags (--quiet takes `all` as a category) swallow what follows (stack-facts §7)
+    res = run(project, "snakemake", "all", *extra, "--cores", "2", "-n", "--quiet", "rules")
     jobs = set()
     for line in res.stdout.splitlines():
         parts = line.split()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from pipeline_utils import dvc_stale, make_project, run
 from test_slurm_local import _require_cluster
 
@@ -24,7 +25,8 @@ def test_snakemake_profile_slurm_all(tmp_path: Path) -> None:
     project = tmp_path / "proj"
     project.mkdir()
     make_project(project)
-    run(project, "bash", "scripts/link-profile.sh")  # what `make setup` does: `--profile slurm` must resolve
+    # what `make setup` does for this checkout, so that `--profile slurm` resolves (idempotent)
+    run(project, "bash", str(ROOT / "scripts" / "link-profile.sh"))
     t0 = time.perf_counter()
     res = run(project, "timeout", "-k", "30", "1800", "snakemake", "--profile", "slurm", "all", check=False,
               timeout=1900)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from jarvis import paths
 from jarvis.config import Params, experiment_refs
-from jarvis.stages.common import corpus, image_transform, load_tower, stage_params_view
+from jarvis.stages.common import corpus, image_transform, load_tower, stage_params_view, stage_run
 
 log = logging.getLogger(__name__)
 SHARD_SIZE = 1024
@@ -60,8 +60,7 @@ def run(params: Params, data: str, vision_name: str, target_name: str | None) ->
     keys = experiment_refs(params, exp, "cache_features") if exp else [f"towers.{vision_name}", f"datasets.{data}"]
     key = paths.cache_key(data, vision_name, target_name)
     t0 = time.perf_counter()
-    with tracking.stage_run("components", f"cache_features-{key}", stage_params_view(params, keys),
-                            paths.work_dir("components", f"cache_features-{key}")) as mlrun:
+    with stage_run("components", f"cache_features-{key}", stage_params_view(params, keys)) as (mlrun, _):
         spec = params.datasets[data]
         c = corpus(params, data, "pretrain")
         samples, report = load_and_validate(c.annotations, c.image_root, spec.max_dropped_fraction)

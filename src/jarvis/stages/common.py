@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -55,3 +59,22 @@ def stage_params_view(params: Params, keys: list[str]) -> dict[str, Any]:
 
     raw = params.model_dump(mode="json")
     return {k: lookup(raw, k) for k in keys}
+
+
+@contextlib.contextmanager
+def stage_run(group: str, stage: str, view: dict[str, Any], world_size: int | None = None
+              ) -> Iterator[tuple[Any, Path]]:
+    """The stage's MLflow run and its scratch directory ``_work/<group>/<stage>/<params digest>/``.
+
+    Keyed by the params digest, so a rerun with other params never resumes stale checkpoints and a rerun with the
+    same params after an interruption resumes (and continues its MLflow run). On success the scratch is removed:
+    the declared outputs are the record.
+    """
+    from jarvis import tracking
+
+    base = paths.work_dir(group, stage)
+    work = base / tracking.params_digest(view)
+    with tracking.stage_run(group, stage, view, work, world_size=world_size) as run:
+        yield run, work
+    if int(os.environ.get("RANK", "0")) == 0:
+        shutil.rmtree(base, ignore_errors=True)

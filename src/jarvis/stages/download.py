@@ -218,7 +218,9 @@ def run(params: Params, kind: str, name: str) -> dict[str, Any]:
     fn = {"data": download_data, "llm": download_llm, "tower": download_tower}[kind]
     entry = table[name].model_dump(mode="json")
     t0 = time.perf_counter()
-    with tracking.stage_run("components", f"download-{kind}-{name}", entry, paths.work_dir("components", f"{kind}-{name}")) as run_:
+    from jarvis.stages.common import stage_run
+
+    with stage_run("components", f"download-{kind}-{name}", entry) as (run_, _):
         metrics = fn(params, name)
         metrics["wall_s"] = round(time.perf_counter() - t0, 3)
         if run_ is not None:

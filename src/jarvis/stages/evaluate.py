@@ -19,7 +19,7 @@ import torch
 from jarvis import paths
 from jarvis.config import Params, experiment_refs
 from jarvis.io import write_json_atomic, write_text_atomic
-from jarvis.stages.common import image_transform, stage_params_view
+from jarvis.stages.common import image_transform, stage_params_view, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def run(params: Params, exp: str, bench: str) -> dict[str, Any]:
     cfg = params.evaluation
     t0 = time.perf_counter()
     view = stage_params_view(params, experiment_refs(params, exp, "evaluate"))
-    with tracking.stage_run(exp, f"evaluate-{bench}", view, paths.work_dir(exp, f"evaluate-{bench}")) as mlrun:
+    with stage_run(exp, f"evaluate-{bench}", view) as (mlrun, _):
         torch.manual_seed(params.seed)
         model, tokenizer = load_checkpoint(paths.checkpoint_dir(exp, "finetune"))
         questions = list(load_questions(bench, benchmark_root(params, e.data, bench), cfg.limit))

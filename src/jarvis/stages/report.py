@@ -12,8 +12,8 @@ OUTPUTS = ("table.csv", "table.md", "deltas.csv", "loss_curves.png", "scores.png
 
 
 def run(params: Params) -> dict[str, Any]:
-    from jarvis import tracking
     from jarvis.report import build_report
+    from jarvis.stages.common import stage_run
 
     exps, benches = params.run.experiments, params.run.benchmarks
     scores = {(e, b): paths.scores_file(e, b) for e in exps for b in benches}
@@ -25,7 +25,7 @@ def run(params: Params) -> dict[str, Any]:
     t0 = time.perf_counter()
     view = {"run": params.run.model_dump(mode="json"), "evaluation.mode": params.evaluation.mode}
     out = paths.reports_dir()
-    with tracking.stage_run("pipeline", "report", view, paths.work_dir("pipeline", "report")) as mlrun:
+    with stage_run("pipeline", "report", view) as (mlrun, _):
         result = build_report(scores, histories, out, baselines={k: v for k, v in baselines.items() if v})
         if mlrun is not None:
             import mlflow

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from jarvis import paths
 from jarvis.config import Params, experiment_refs
-from jarvis.stages.common import corpus, image_transform, load_tower, stage_params_view
+from jarvis.stages.common import corpus, image_transform, stage_params_view, stage_run
 
 log = logging.getLogger(__name__)
 Stage = Literal["pretrain", "finetune"]
@@ -91,7 +91,6 @@ def build_dataset(params: Params, exp: str, stage: Stage, model: Any, tokenizer:
 def run(params: Params, exp: str, stage: Stage) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    from jarvis import tracking
     from jarvis.data.collate import Collator
     from jarvis.model.freeze import set_trainable
     from jarvis.training import run_training
@@ -105,8 +104,9 @@ def run(params: Params, exp: str, stage: Stage) -> dict[str, Any]:
     dataset = build_dataset(params, exp, stage, model, tokenizer)
     collator = Collator(pad_token_id=tokenizer.pad_token_id)
     view = stage_params_view(params, experiment_refs(params, exp, stage))
-    work = paths.work_dir(exp, stage)
-    with tracking.stage_run(exp, stage, view, work, world_size=settings.world_size) as mlrun:
-        return run_training(model, dataset, collator, settings, out_dir=paths.checkpoint_dir(exp, stage),
-                            work_dir=work, mlflow_run=mlrun, processing_class=tokenizer,
-                            metrics_path=paths.metrics_file(exp, stage), history_path=paths.history_file(exp, stage))
+    with stage_run(exp, stage, view, world_size=settings.world_size) as (mlrun, work):
+        metrics = run_training(model, dataset, collator, settings, out_dir=paths.checkpoint_dir(exp, stage),
+                               work_dir=work, mlflow_run=mlrun, processing_class=tokenizer,
+                               metrics_path=paths.metrics_file(exp, stage),
+                               history_path=paths.history_file(exp, stage))
+    return metrics

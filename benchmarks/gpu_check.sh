@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# One prepared GPU check (device tool): stage-1 step timings on CUDA for the tiny and medium configs.
+# The device image has its own torch; transformers 5.24 and its hub client are carried as wheels in .wheels/
+# (`pip download --no-deps transformers==5.24.0 huggingface_hub==2.4.0 tokenizers==0.23.3 httpx2 httpcore2 annotated_doc`).
+set -euo pipefail
+site=$(mktemp -d)
+python3 -m pip install -q --no-deps --target "$site" .wheels/*.whl
+export PYTHONPATH="$site:$PWD/src"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
+out=${OUT:-/tmp}
+python3 benchmarks/bench_step.py --config medium --device cuda --steps 20 --warmup 3 --json "$out/medium_cuda.json"
+python3 benchmarks/bench_step.py --config tiny --device cuda --steps 20 --warmup 3 --json "$out/tiny_cuda.json"
