@@ -70,3 +70,22 @@ def test_snakemake_and_dvc_describe_the_same_graph(root):
 def test_snakemake_lint_is_clean(root):
     res = subprocess.run([bin_path("snakemake"), "--lint"], cwd=root, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_paper_configuration_requests_real_cluster_resources(root):
+    """Switching run.experiments to the paper rows gives multi-node GPU jobs (srun + one torchrun per node)."""
+    raw = load_raw(root / "params.yaml")
+    raw["run"]["experiments"] = ["llava_vicuna7b", "jarvis_vicuna7b"]
+    from jarvis.config import validate_params
+    from jarvis.dag import launcher, slurm_resources
+
+    stages = {s.id: s for s in build_stages(validate_params(raw))}
+    pre = slurm_resources(stages["pretrain-jarvis_vicuna7b"])
+    assert pre == {"runtime": 210, "mem_mb": 256000, "cpus_per_task": 32, "tasks_per_gpu": 0, "gres": "gpu:4",
+                   "nodes": 2, "tasks": 2, "mpi": "srun"}
+    assert slurm_resources(stages["finetune-jarvis_vicuna7b"])["nodes"] == 4
+    assert launcher(stages["pretrain-jarvis_vicuna7b"]).startswith("srun --ntasks-per-node=1")
+    ev = slurm_resources(stages["evaluate-jarvis_vicuna7b-mmvp"])
+    assert ev["gpu"] == 1 and "nodes" not in ev and launcher(stages["evaluate-jarvis_vicuna7b-mmvp"]) == ""
+    # the paper rows share the CLIP feature cache between the LLaVA and JARVIS arms only when towers match
+    assert "cache_features-llava15-clip_l336" in stages and "cache_features-llava15-clip_l336-dinov2_l" in stages

@@ -260,3 +260,31 @@ def commit_to_dvc(ids: list[str], stages: list[Stage]) -> None:
     for path, (atime, mtime) in saved.items():
         if os.path.lexists(path):
             os.utime(path, ns=(atime, mtime), follow_symlinks=False)
+
+
+# ------------------------------------------------------------------ SLURM resources (snakemake-executor-plugin-slurm)
+def slurm_resources(stage: Stage) -> dict[str, Any]:
+    """params.yaml resources -> Snakemake/SLURM resources (stack-facts §8).
+
+    GPU jobs get ``tasks_per_gpu=0`` (one task drives all GPUs of a node through torchrun); multi-node training
+    stages get ``nodes``/``tasks``/``mpi="srun"`` and per-node ``gres``, and their command runs one torchrun per
+    node under srun (jarvis.launch). Partition and account come from the profile (environment variables).
+    """
+    r = stage.resources
+    out: dict[str, Any] = {"runtime": r["runtime"], "mem_mb": r["mem_mb"], "cpus_per_task": r["cpus"]}
+    nodes = r.get("nodes", 1)
+    gpus = r.get("gpus_per_node", 0) if "nodes" in r else r.get("gpus", 0)
+    if gpus:
+        out["tasks_per_gpu"] = 0
+        if nodes > 1:
+            out["gres"] = f"gpu:{gpus}"
+        else:
+            out["gpu"] = gpus
+    if nodes > 1:
+        out.update(nodes=nodes, tasks=nodes, mpi="srun")
+    return out
+
+
+def launcher(stage: Stage) -> str:
+    """Command prefix: one task per node under srun for multi-node stages, nothing otherwise."""
+    return "srun --ntasks-per-node=1 --kill-on-bad-exit=1 " if stage.resources.get("nodes", 1) > 1 else ""

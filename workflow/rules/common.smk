@@ -2,7 +2,16 @@
 # stage graph. A params.yaml typo fails here, at DAG load, naming the key.
 from pathlib import Path
 
-from jarvis.dag import commit_to_dvc, final_targets, load, params_file, snakemake_inputs, sync_params_files
+from jarvis.dag import (
+    commit_to_dvc,
+    final_targets,
+    launcher,
+    load,
+    params_file,
+    slurm_resources,
+    snakemake_inputs,
+    sync_params_files,
+)
 
 PARAMS, RAW, STAGES = load("params.yaml")
 PARAMS_STALE = sync_params_files(RAW, STAGES)
@@ -12,28 +21,6 @@ DONE_DIR = ".snakemake/jarvis-done"  # one marker per stage that succeeded, unti
 def is_dir_out(path):
     """Declared outputs without a file suffix are directories (checkpoints, caches, data roots)."""
     return "." not in Path(path).name
-
-
-def slurm_resources(stage):
-    """Map params.yaml resources to snakemake-executor-plugin-slurm resources (stack-facts §8)."""
-    r = stage.resources
-    out = {"runtime": r["runtime"], "mem_mb": r["mem_mb"], "cpus_per_task": r["cpus"]}
-    nodes = r.get("nodes", 1)
-    gpus = r.get("gpus_per_node", 0) if "nodes" in r else r.get("gpus", 0)
-    if gpus:
-        out["tasks_per_gpu"] = 0  # one task drives all GPUs of the node (torchrun), robust across plugin versions
-        if nodes > 1:
-            out["gres"] = f"gpu:{gpus}"  # per node
-        else:
-            out["gpu"] = gpus
-    if nodes > 1:  # one torchrun per node, launched by srun (the jarvis CLI runs torchrun itself)
-        out.update(nodes=nodes, tasks=nodes, mpi="srun")
-    return out
-
-
-def launcher(stage):
-    r = stage.resources
-    return "srun --ntasks-per-node=1 --kill-on-bad-exit=1 " if r.get("nodes", 1) > 1 else ""
 
 
 onstart:
