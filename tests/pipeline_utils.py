@@ -28,7 +28,10 @@ def make_project(dest: Path) -> Path:
     """Copy the tracked + untracked (not ignored) files of this checkout into a fresh git repo at ``dest``."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
                            capture_output=True, text=True).stdout.split()
+    outputs = ("data/", "models/", "features/", "runs/", "reports/", "logs/", "mlruns/", "_work/", ".jarvis/")
     for f in files:
+        if f.startswith(outputs):  # a developer's own pipeline outputs never leak into the test project
+            continue
         src = ROOT / f
         if src.is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)

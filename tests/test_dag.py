@@ -59,7 +59,8 @@ def test_snakemake_and_dvc_describe_the_same_graph(root):
     raw = load_raw(root / "params.yaml")
     for sid, entry in dvc.items():
         metrics = [next(iter(m)) for m in entry.get("metrics", [])]
-        assert smk[sid]["output"] == sorted(entry["outs"] + metrics), sid
+        outs = [o if isinstance(o, str) else next(iter(o)) for o in entry["outs"]]
+        assert smk[sid]["output"] == sorted(outs + metrics), sid
         expected_inputs = sorted([*snakemake_inputs(stages[sid]), params_file(stages[sid])])
         assert smk[sid]["input"] == expected_inputs, sid
         # Snakemake's params input holds exactly the values DVC tracks for the stage

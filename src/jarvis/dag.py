@@ -138,12 +138,20 @@ def final_targets(stages: list[Stage]) -> list[str]:
 
 
 # ------------------------------------------------------------------ dvc.yaml
+def is_dir_out(path: str) -> bool:
+    """Declared outputs without a file suffix are directories (checkpoints, caches, data roots)."""
+    return "." not in Path(path).name
+
+
 def render_dvc(stages: list[Stage]) -> str:
+    """dvc.yaml from the stage records. Directory outputs (checkpoints, features, data) go to the link cache;
+    small file outputs (answers, loss histories, report files) are `cache: false`, i.e. versioned by git: DVC
+    would otherwise re-link an unchanged file to its older cache object, and Snakemake would read the old mtime
+    as "outdated" after `dvc repro`."""
     doc: dict[str, Any] = {"stages": {}}
     for s in stages:
         entry: dict[str, Any] = {"cmd": s.cmd, "deps": list(s.deps), "params": list(s.params)}
-        outs: list[Any] = list(s.outs)
-        entry["outs"] = outs
+        entry["outs"] = [o if is_dir_out(o) else {o: {"cache": False}} for o in s.outs]
         if s.metrics:
             entry["metrics"] = [{m: {"cache": False}} for m in s.metrics]
         doc["stages"][s.id] = entry

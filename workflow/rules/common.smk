@@ -5,6 +5,7 @@ from pathlib import Path
 from jarvis.dag import (
     commit_to_dvc,
     final_targets,
+    is_dir_out,
     launcher,
     load,
     params_file,
@@ -16,11 +17,6 @@ from jarvis.dag import (
 PARAMS, RAW, STAGES = load("params.yaml")
 PARAMS_STALE = sync_params_files(RAW, STAGES)
 DONE_DIR = ".snakemake/jarvis-done"  # one marker per stage that succeeded, until dvc.lock records it
-
-
-def is_dir_out(path):
-    """Declared outputs without a file suffix are directories (checkpoints, caches, data roots)."""
-    return "." not in Path(path).name
 
 
 onstart:
