@@ -116,7 +116,7 @@ def test_dvc_experiment_with_set_param(project: Path) -> None:
     run(project, "git", "add", "-A")
     run(project, "git", "commit", "-qm", "after repro")
     out = run(project, "dvc", "exp", "run", "-n", "lr2e3",
-              "-S", 'experiments.jarvis.overrides={"pretrain": {"learning_rate": 0.002}}').stdout
+              "-S", "experiments.jarvis.overrides.pretrain.learning_rate=0.002").stdout
     assert "lr2e3" in out or "Ran experiment" in out, out[-2000:]
     exps = json.loads(run(project, "dvc", "exp", "show", "--json").stdout)
     assert "lr2e3" in json.dumps(exps)
