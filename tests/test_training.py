@@ -272,10 +272,14 @@ def test_preemption_callback_records_signal_and_stops(monkeypatch: pytest.Monkey
 
 
 def _torchrun(out: Path, *extra: str, timeout: int = 240) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", JARVIS_ROOT=str(out),
+    # A fresh launcher environment: in-process tests of this session leave the single-process dist variables
+    # (ensure_dist_env), accelerate's and the Trainer's MLflow switches in os.environ; a real stage never
+    # inherits them, and with them the child Trainer logged no per-step metrics to MLflow.
+    leaked = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
+    env = {k: v for k, v in os.environ.items()
+           if k not in leaked and not k.startswith(("ACCELERATE_", "MLFLOW_", "HF_MLFLOW_", "TORCHELASTIC_"))}
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", JARVIS_ROOT=str(out),
                TORCH_EXTENSIONS_DIR=str(ROOT / ".cache" / "torch_extensions"), PYTHONPATH=str(ROOT / "src"))
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("WORLD_SIZE", None)
     port = str(_free_port())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={port}", __file__, "--out", str(out), *extra]
@@ -307,7 +311,9 @@ def test_two_process_deepspeed_run(tmp_path: Path, zero: int) -> None:
     # MLflow: one run named <exp>/<stage> in jarvis/<exp>, with params and the component losses.
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking.tracking_uri(tmp_path))
+    # the child's store, named explicitly: in-process tests of this session leave MLFLOW_TRACKING_URI set
+    # (mlflow.set_tracking_uri exports it), which tracking_uri() would prefer
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     exp = client.get_experiment_by_name("jarvis/tiny")
     runs = client.search_runs([exp.experiment_id])
     assert [r.info.run_name for r in runs] == ["tiny/pretrain"]
@@ -345,7 +351,7 @@ def test_preempted_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     # The resumed stage continued its MLflow run (one run, status FINISHED).
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking.tracking_uri(broken))
+    client = MlflowClient(f"sqlite:///{broken}/mlruns/mlflow.db")  # explicit: see test_two_process_deepspeed_run
     runs = client.search_runs([client.get_experiment_by_name("jarvis/tiny").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
 
@@ -404,4 +410,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from jarvis.launch import hard_exit
+
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:  # Preempted (143) in the preemption test
+        code = exc.code if isinstance(exc.code, int) else 1
+    hard_exit(code)

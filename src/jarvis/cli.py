@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,9 +46,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     params = _params(args)
     settings = params.stage_training(args.experiment, args.command)
     maybe_relaunch(settings.nproc, settings.nodes)  # re-execs under torchrun when a stage needs several processes
+    from jarvis.launch import hard_exit
     from jarvis.stages import train
 
-    return _print_metrics(train.run(params, args.experiment, args.command))
+    try:
+        rc = _print_metrics(train.run(params, args.experiment, args.command))
+    except SystemExit as exc:  # jarvis.training.Preempted: checkpoint saved, exit 128 + signal
+        rc = exc.code if isinstance(exc.code, int) else 1
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        hard_exit(rc)
+    return rc
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
