@@ -21,14 +21,14 @@ import csv
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from jarvis.io import write_bytes_atomic
 
 SEED_PATTERN = re.compile(r"^(?P<group>.+)__s(?P<seed>\d+)$")
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -56,19 +56,6 @@ BENCH_ORDER = (
 
 
 # --------------------------------------------------------------------------------------------- I/O
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _read_scores(path: Path) -> dict[str, Any]:
     with open(path, encoding="utf-8") as fh:
         scores = json.load(fh)
@@ -292,7 +279,7 @@ def _save_fig(fig: Any, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    _atomic_write(path, buf.getvalue())
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def _no_nan(obj: Any) -> Any:
@@ -349,9 +336,9 @@ def build_report(
         "summary": out / "summary.json",
         "scores_png": out / "scores.png",
     }
-    _atomic_write(files["table_csv"], _csv(rows, cols).encode())
-    _atomic_write(files["deltas_csv"], _csv(deltas, cols).encode())
-    _atomic_write(files["table_md"], md.encode())
+    write_bytes_atomic(files["table_csv"], _csv(rows, cols).encode())
+    write_bytes_atomic(files["deltas_csv"], _csv(deltas, cols).encode())
+    write_bytes_atomic(files["table_md"], md.encode())
     _plot_scores(rows, cols, files["scores_png"])
     if loss_histories:
         files["loss_png"] = out / "loss_curves.png"
@@ -364,5 +351,5 @@ def build_report(
         "seed_groups": groups,
         "files": {k: str(v) for k, v in files.items()},
     }
-    _atomic_write(files["summary"], json.dumps(_no_nan(summary), indent=2, allow_nan=False).encode())
+    write_bytes_atomic(files["summary"], json.dumps(_no_nan(summary), indent=2, allow_nan=False).encode())
     return summary

@@ -35,6 +35,7 @@ from jarvis.data.conversation import (
 )
 from jarvis.data.images import ContextTargetTransform, ImageTransform
 from jarvis.data.templates import IMAGE_TOKEN
+from jarvis.io import write_bytes_atomic
 
 DROP_REASONS = (
     "bad_json",
@@ -198,13 +199,6 @@ def load_and_validate(
 
 
 # --------------------------------------------------------------------------------------------- feature cache
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def write_feature_shard(
     cache_dir: str | os.PathLike[str],
     shard_index: int,
@@ -247,7 +241,7 @@ def write_feature_index(
     _check_tiling(ids, shards)
     path = Path(cache_dir) / "index.json"
     body = {"ids": ids, "shards": list(shards), **(meta or {})}
-    _atomic_write_bytes(path, json.dumps(body, indent=1).encode())
+    write_bytes_atomic(path, json.dumps(body, indent=1).encode())
     return path
 
 

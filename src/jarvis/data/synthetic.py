@@ -23,8 +23,6 @@ import csv
 import io
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
+from jarvis.io import atomic_dir
 from jarvis.seeding import numpy_generator
 
 Source = Literal["flat", "clutter", "3d"]
@@ -665,17 +664,6 @@ def _save_jpg(img: Image.Image, path: Path) -> None:
     img.save(path, format="JPEG", quality=95)
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename the finished temp directory onto ``out`` (moving an old ``out`` aside first)."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
-
-
 def generate_world(
     out_dir: str | os.PathLike[str],
     n_pretrain: int = 256,
@@ -690,9 +678,7 @@ def generate_world(
 ) -> dict[str, Any]:
     """Write the whole synthetic world under ``out_dir`` (atomically) and return the counts (also in ``world.json``)."""
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         pre = []
         for i in range(n_pretrain):
             entry, scene = _pretrain_entry(seed, i, caption_spatial_rate)
@@ -723,10 +709,6 @@ def generate_world(
         _write_text(
             tmp / "world.json", json.dumps({"params": params, "counts": counts}, indent=2, sort_keys=True)
         )
-        _publish(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return counts
 
 

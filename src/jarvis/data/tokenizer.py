@@ -13,8 +13,6 @@ Saved with ``save_pretrained`` into a temporary sibling directory, then renamed 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -23,6 +21,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from jarvis.data.templates import FIXED_TEXTS, IMAGE_TOKEN, REQUIRED_TOKENS, get_template
+from jarvis.io import atomic_dir
 
 BASE_SPECIALS: tuple[str, ...] = ("<pad>", "<unk>", "<s>", "</s>", IMAGE_TOKEN)
 
@@ -107,21 +106,8 @@ def train_tokenizer(
 def save_atomic(tokenizer: PreTrainedTokenizerBase, out_dir: str | os.PathLike[str]) -> Path:
     """``save_pretrained`` into a temp sibling directory, then rename it to ``out_dir``."""
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         tokenizer.save_pretrained(tmp)
-        if out.exists():
-            # os.replace cannot replace a non-empty directory: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 

@@ -13,9 +13,6 @@ directory is built in a temp directory and renamed into place.
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,17 +22,11 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from jarvis.data import synthetic as S
+from jarvis.eval.benchmarks import BLINK_CONFIGS
+from jarvis.io import atomic_dir
 from jarvis.seeding import numpy_generator
 
 YES_NO = " Please answer yes or no."  # MME questions carry it already (benchmarks-spec §2.6)
-BLINK_CONFIGS = (
-    "Counting",
-    "IQ_Test",
-    "Object_Localization",
-    "Relative_Depth",
-    "Relative_Reflectance",
-    "Spatial_Relation",
-)
 LETTERS = "ABCDEF"
 
 
@@ -471,16 +462,6 @@ def generate_general_benchmarks(
     out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     for name, writer in _WRITERS.items():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out))
-        try:
+        with atomic_dir(out / name) as tmp:
             counts[name] = writer(tmp, n_per_benchmark, image_size, seed)
-            dest = out / name
-            if dest.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{name}-old-", dir=out))
-                os.replace(dest, old / name)
-                shutil.rmtree(old)
-            os.replace(tmp, dest)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
     return counts

@@ -28,6 +28,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from jarvis.io import write_bytes_atomic
+
 _CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 _IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -44,13 +46,6 @@ _HF_DEFAULTS: dict[str, tuple[list[float], list[float]]] = {
     "vit": (_HALF, _HALF),
 }
 _SELECTION_KEYS = ("feature_layer", "drop_prefix_tokens", "image_size", "image_mean", "image_std")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def _build_timm(spec: dict[str, Any]) -> nn.Module:
@@ -201,7 +196,7 @@ class VisionTower(nn.Module):
         os.close(fd)
         save_file(state, tmp)
         os.replace(tmp, path / "model.safetensors")
-        _atomic_write_bytes(path / "config.json", json.dumps(config, indent=2).encode())
+        write_bytes_atomic(path / "config.json", json.dumps(config, indent=2).encode())
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str], **selection: Any) -> VisionTower:
