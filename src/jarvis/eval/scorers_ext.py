@@ -82,6 +82,15 @@ def realworldqa_compat(answer: str) -> str:
     return tokens[0]
 
 
+def _open_fixed(answer: str, gt: str) -> bool:
+    """Fixed open answer: normalised match, or, for a one-word gt, its first word (the reference's intent:
+    "3 cars" answers "3", "Yes, it is" answers "Yes"), without the reference's crash on an empty answer."""
+    pred, target = P.short_answer_fixed(answer), P.short_answer_fixed(gt)
+    if not pred:
+        return False
+    return pred == target or (len(target.split()) == 1 and pred.split()[0] == target)
+
+
 def _score_realworldqa(rows: Sequence[dict], mode: str) -> dict[str, Any]:
     S = _S()
     oks, unp, cats = [], 0, []
@@ -93,8 +102,7 @@ def _score_realworldqa(rows: Sequence[dict], mode: str) -> dict[str, Any]:
         if is_letter:
             ok_fixed, bad = _letter_fixed_gt(answer, gt.strip(), options)
         else:
-            pred = P.short_answer_fixed(answer)
-            ok_fixed, bad = pred == P.short_answer_fixed(gt), not pred
+            ok_fixed, bad = _open_fixed(answer, gt), not P.short_answer_fixed(answer)
         unp += bad
         cats.append("multiple choice" if is_letter else "open")
         oks.append(ok_fixed if mode == "fixed" else realworldqa_compat(answer) == gt.lower())
