@@ -353,3 +353,15 @@ def test_ocrbench_scorer() -> None:
         score_answers("ocrbench", [{"answer": "x", "gt_answer": [""], "category": "c"}], "fixed")
     with pytest.raises(ValueError, match="list of strings"):
         score_answers("ocrbench", [{"answer": "x", "gt_answer": "abc", "category": "c"}], "compat")
+
+
+def test_csv_correct_keeps_the_reference_type() -> None:
+    """``correct`` starts as the int 0 and turns float on ``+= 1.0`` (realworldqa_test.py:35, 48-49;
+    chartqa_test.py:37, 48-51, where a numeric row adds the int relaxed_accuracy)."""
+    none_right = score_answers("realworldqa", [{"answer": "No", "gt_answer": "Yes"}], "compat")["csv_row"]
+    assert none_right["correct"] == 0 and isinstance(none_right["correct"], int)
+    numeric = score_answers("chartqa", [{"answer": "12", "gt_answer": "12"}], "compat")["csv_row"]
+    assert numeric["correct"] == 1 and isinstance(numeric["correct"], int)
+    text = score_answers("chartqa", [{"answer": "12", "gt_answer": "12"}, {"answer": "a", "gt_answer": "a"}],
+                         "compat")["csv_row"]
+    assert text["correct"] == 2.0 and isinstance(text["correct"], float)
