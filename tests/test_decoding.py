@@ -15,9 +15,23 @@ from jarvis.eval.decoding import MAX_NEW_TOKENS, max_new_tokens
 # mmvp_eval.py:196, blink_eval.py:147, mme_eval.py:160, mmstar_eval.py:160, pope_eval.py:195, gqa_eval.py:156,
 # ade_eval.py:148, omni_eval.py:174.
 REFERENCE = {
-    "realworldqa": 512, "vstar": 32, "mmbench_en": 512, "seed": 512, "scienceqa": 512, "ai2d": 512,
-    "textvqa": 512, "chartqa": 128, "ocrbench": 512, "mmvp": 512, "blink": 32, "mme": 32, "mmstar": 128,
-    "pope": 128, "gqa": 128, "ade": 512, "omni": 512,
+    "realworldqa": 512,
+    "vstar": 32,
+    "mmbench_en": 512,
+    "seed": 512,
+    "scienceqa": 512,
+    "ai2d": 512,
+    "textvqa": 512,
+    "chartqa": 128,
+    "ocrbench": 512,
+    "mmvp": 512,
+    "blink": 32,
+    "mme": 32,
+    "mmstar": 128,
+    "pope": 128,
+    "gqa": 128,
+    "ade": 512,
+    "omni": 512,
 }
 
 
@@ -40,12 +54,16 @@ def test_loader_lengths_match_the_table() -> None:
     """The lengths the loaders put on questions are the table's (one place to read them)."""
     from jarvis.eval import benchmarks_ext
 
-    assert {b: MAX_NEW_TOKENS[b] for b in benchmarks_ext.LOADERS} == {b: REFERENCE[b] for b in benchmarks_ext.LOADERS}
+    assert {b: MAX_NEW_TOKENS[b] for b in benchmarks_ext.LOADERS} == {
+        b: REFERENCE[b] for b in benchmarks_ext.LOADERS
+    }
 
 
 def test_params_override_is_validated(root) -> None:
     raw = load_raw(root / "params.yaml")
-    assert load_params(root / "params.yaml").evaluation.max_new_tokens == {}  # default: the reference's lengths
+    assert (
+        load_params(root / "params.yaml").evaluation.max_new_tokens == {}
+    )  # default: the reference's lengths
     ok = copy.deepcopy(raw)
     ok["evaluation"]["max_new_tokens"] = {"vstar": 64}
     assert validate_params(ok).evaluation.max_new_tokens == {"vstar": 64}

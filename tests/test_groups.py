@@ -11,8 +11,21 @@ import pytest
 from jarvis.eval.groups import GROUPS, group_averages, member_value
 
 # HeRA Table 9 (Qwen3-8B): GQA, POPE, MME, MMB, SEED, SQA, MMMU, MathV, AI2D, ChartQA, OCRB, TextVQA, VizWiz.
-T9_KEYS = ("gqa", "pope", "mme", "mmbench_en", "seed", "scienceqa", "mmmu", "mathvista", "ai2d", "chartqa",
-           "ocrbench", "textvqa", "vizwiz")
+T9_KEYS = (
+    "gqa",
+    "pope",
+    "mme",
+    "mmbench_en",
+    "seed",
+    "scienceqa",
+    "mmmu",
+    "mathvista",
+    "ai2d",
+    "chartqa",
+    "ocrbench",
+    "textvqa",
+    "vizwiz",
+)
 T9 = {
     "llava": (64.8, 86.5, 1472.7, 75.4, 73.1, 77.5, 47.0, 7.3, 67.2, 20.2, 37.4, 64.3, 51.9),
     "jarvis": (64.6, 88.2, 1605.1, 76.7, 74.2, 77.0, 45.4, 8.4, 68.6, 27.1, 40.5, 66.0, 51.2),

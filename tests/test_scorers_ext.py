@@ -23,7 +23,17 @@ def _rows(triples: list[tuple], keys: tuple[str, ...]) -> list[dict]:
 
 
 def test_new_benchmarks_are_scorable() -> None:
-    for b in ("realworldqa", "vstar", "mmbench_en", "seed", "scienceqa", "ai2d", "textvqa", "chartqa", "ocrbench"):
+    for b in (
+        "realworldqa",
+        "vstar",
+        "mmbench_en",
+        "seed",
+        "scienceqa",
+        "ai2d",
+        "textvqa",
+        "chartqa",
+        "ocrbench",
+    ):
         assert b in SCORABLE
 
 
@@ -42,8 +52,16 @@ RWQA = [  # (answer, gt_answer, options, compat correct, fixed correct)
 ]
 
 
-@pytest.mark.parametrize(("answer", "expected"), [("Yes.", "yes"), ("(A)", "(a)"), ("A, because", "a,"),
-                                                   ("The answer is: B", ":"), ("answer: 3 cars", "3")])
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("Yes.", "yes"),
+        ("(A)", "(a)"),
+        ("A, because", "a,"),
+        ("The answer is: B", ":"),
+        ("answer: 3 cars", "3"),
+    ],
+)
 def test_realworldqa_extractor(answer: str, expected: str) -> None:
     """realworldqa_test.py:23-30 (keywords in the order "answer is", "answer is:", "answer:")."""
     assert realworldqa_compat(answer) == expected
@@ -51,7 +69,10 @@ def test_realworldqa_extractor(answer: str, expected: str) -> None:
 
 def test_realworldqa_scorer() -> None:
     """realworldqa_test.py:33-61: CSV row total (float), correct (float), accuracy = 100.0 * correct / total."""
-    rows = [{"question_id": i, "answer": a, "gt_answer": g, "options": o} for i, (a, g, o, _, _) in enumerate(RWQA)]
+    rows = [
+        {"question_id": i, "answer": a, "gt_answer": g, "options": o}
+        for i, (a, g, o, _, _) in enumerate(RWQA)
+    ]
     c = score_answers("realworldqa", rows, "compat")
     assert c["csv_row"] == {"total": 7.0, "correct": 4.0, "accuracy": 100.0 * 4.0 / 7.0}
     assert c["incorrect"] == [i for i, r in enumerate(RWQA) if not r[3]]
@@ -113,7 +134,9 @@ MMB = [
 
 
 def _mmb_rows() -> list[dict]:
-    return [{**dict(zip(MMB_KEYS, t, strict=True)), "A": "dog", "B": "cat", "C": "cow", "D": "pig"} for t in MMB]
+    return [
+        {**dict(zip(MMB_KEYS, t, strict=True)), "A": "dog", "B": "cat", "C": "cow", "D": "pig"} for t in MMB
+    ]
 
 
 def test_mmbench_circular_compat() -> None:
@@ -163,8 +186,13 @@ def test_seed_scorer() -> None:
     """
     opts = ["one", "two", "three", "four"]
     rows = _rows(
-        [("A", "A", 1, opts), ("B.", "B", 1, opts), ("C:", "C", 5, opts), ("The answer is: D", "D", 5, opts),
-         ("(B) two", "A", 9, opts)],
+        [
+            ("A", "A", 1, opts),
+            ("B.", "B", 1, opts),
+            ("C:", "C", 5, opts),
+            ("The answer is: D", "D", 5, opts),
+            ("(B) two", "A", 9, opts),
+        ],
         ("answer", "gt_answer", "category", "options"),
     )
     c = score_answers("seed", rows, "compat")
@@ -188,8 +216,14 @@ def test_seed_scorer() -> None:
 
 @pytest.mark.parametrize(
     ("answer", "gt", "text", "expected"),
-    [("A", "a", "paris", True), ("(B)", "b", "london", False), ("london", "b", "london", True),
-     ("The answer is C.", "c", "rome", True), ("A. Paris", "a", "paris", True), ("Paris!", "a", "paris", True)],
+    [
+        ("A", "a", "paris", True),
+        ("(B)", "b", "london", False),
+        ("london", "b", "london", True),
+        ("The answer is C.", "c", "rome", True),
+        ("A. Paris", "a", "paris", True),
+        ("Paris!", "a", "paris", True),
+    ],
 )
 def test_scienceqa_compat_rule(answer: str, gt: str, text: str, expected: bool) -> None:
     """scienceqa_test.py:33-49: the option text (punctuation removed) or the part before the first "."."""
@@ -205,9 +239,13 @@ def test_scienceqa_scorer() -> None:
     """
     opts = ["Paris", "London", "Rome"]
     rows = _rows(
-        [("A", "A", "Paris", "grade5", True), ("(B)", "B", "London", "grade5", True),
-         ("london", "B", "London", "grade6", True), ("The answer is C.", "C", "Rome", "grade6", True),
-         ("B", "A", "Paris", "grade6", False)],
+        [
+            ("A", "A", "Paris", "grade5", True),
+            ("(B)", "B", "London", "grade5", True),
+            ("london", "B", "London", "grade6", True),
+            ("The answer is C.", "C", "Rome", "grade6", True),
+            ("B", "A", "Paris", "grade6", False),
+        ],
         ("answer", "gt_answer", "text_answer", "category", "type"),
     )
     for r in rows:
@@ -235,7 +273,13 @@ def test_ai2d_scorer() -> None:
     """ai2d_test.py:22-32 (extractor, trailing ".:,", first character) and 46-61 (a-d -> "0"-"3"; a bare digit
     passes through, so "1" is read as option B)."""
     assert [ai2d_compat(a) for a in ("A", "(C)", "1", "B. The moon", "The answer is: D", "")] == [
-        "0", "2", "1", "1", ":", ""]
+        "0",
+        "2",
+        "1",
+        "1",
+        ":",
+        "",
+    ]
     opts = ["sun", "moon", "star", "planet"]
     rows = _rows(
         [("A", "0"), ("(C)", "2"), ("1", "1"), ("B. The moon", "1"), ("The answer is: D", "3"), ("c", "3")],
@@ -257,8 +301,18 @@ def test_ai2d_scorer() -> None:
 
 @pytest.mark.parametrize(
     ("text", "compat"),
-    [("The Sign.", "sign"), ("two", "2"), ("cat's", "cat 's"), ("e-mail", "e mail"), ("a/b", "b"),
-     ("3.5", "3.5"), ("3.", "3"), ("hello - world", "hello world"), ("dont", "don't"), ("Im", "im")],
+    [
+        ("The Sign.", "sign"),
+        ("two", "2"),
+        ("cat's", "cat 's"),
+        ("e-mail", "e mail"),
+        ("a/b", "b"),
+        ("3.5", "3.5"),
+        ("3.", "3"),
+        ("hello - world", "hello world"),
+        ("dont", "don't"),
+        ("Im", "im"),
+    ],
 )
 def test_textvqa_normalization(text: str, compat: str) -> None:
     """m4c_evaluator.py:181-218: word_tokenize, punctuation (removed next to a space, else a space), periods not
@@ -269,7 +323,10 @@ def test_textvqa_normalization(text: str, compat: str) -> None:
 def test_textvqa_normalization_quirks() -> None:
     """m4c_evaluator.py:195: ``re.UNICODE`` (32) is passed as the count; line 69 maps "somebody'd" to "somebodyd"."""
     assert normalize_answer("." * 33 + "x") == ".x" and normalize_answer("." * 33 + "x", "fixed") == "x"
-    assert normalize_answer("somebody'd") == "somebodyd" and normalize_answer("somebody'd", "fixed") == "somebody'd"
+    assert (
+        normalize_answer("somebody'd") == "somebodyd"
+        and normalize_answer("somebody'd", "fixed") == "somebody'd"
+    )
 
 
 def test_textvqa_soft_score_and_scorer() -> None:
@@ -332,11 +389,13 @@ def test_ocrbench_scorer() -> None:
     KIE: 1/1 through the empty reference, which every answer contains. Total 3/5.
     """
     rows = _rows(
-        [("The text says HELLO world", ["hello"], "Regular Text Recognition"),
-         ("helo", ["hello"], "Regular Text Recognition"),
-         ("x^2 + 1", ["x^{2}+1", "x^2+1"], HMER),
-         ("X^2+1", ["x^2+1"], HMER),
-         ("anything", ["", "42"], "Key Information Extraction")],
+        [
+            ("The text says HELLO world", ["hello"], "Regular Text Recognition"),
+            ("helo", ["hello"], "Regular Text Recognition"),
+            ("x^2 + 1", ["x^{2}+1", "x^2+1"], HMER),
+            ("X^2+1", ["x^2+1"], HMER),
+            ("anything", ["", "42"], "Key Information Extraction"),
+        ],
         ("answer", "gt_answer", "category"),
     )
     c = score_answers("ocrbench", rows, "compat")
@@ -362,6 +421,7 @@ def test_csv_correct_keeps_the_reference_type() -> None:
     assert none_right["correct"] == 0 and isinstance(none_right["correct"], int)
     numeric = score_answers("chartqa", [{"answer": "12", "gt_answer": "12"}], "compat")["csv_row"]
     assert numeric["correct"] == 1 and isinstance(numeric["correct"], int)
-    text = score_answers("chartqa", [{"answer": "12", "gt_answer": "12"}, {"answer": "a", "gt_answer": "a"}],
-                         "compat")["csv_row"]
+    text = score_answers(
+        "chartqa", [{"answer": "12", "gt_answer": "12"}, {"answer": "a", "gt_answer": "a"}], "compat"
+    )["csv_row"]
     assert text["correct"] == 2.0 and isinstance(text["correct"], float)
