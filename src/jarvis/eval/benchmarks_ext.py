@@ -10,7 +10,7 @@ builds ``qs`` exactly as the reference script: same text, same order, same quest
 | benchmark | hub data (split) | files under the benchmark root |
 |---|---|---|
 | realworldqa | lmms-lab/RealWorldQA (test) | ``data/test-*.parquet`` |
-| vstar | craigwu/vstar_bench (test) | ``test_questions.jsonl`` + ``<category>/<image>`` [layout unverified] |
+| vstar | craigwu/vstar_bench (test) | ``test_questions.jsonl`` + ``<category>/<image>`` (the layout public readers of that repo use) |
 | mmbench_en | lmms-lab/MMBench_EN (dev) | ``data/dev-*.parquet`` |
 | seed | lmms-lab/SEED-Bench (test) | ``data/test-*.parquet`` |
 | scienceqa | derek-thomas/ScienceQA (test) | ``data/test-*.parquet`` |
