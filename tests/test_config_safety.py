@@ -73,7 +73,7 @@ def test_unsafe_names_are_rejected_naming_the_offender(raw, table, name):
     bad = _rename(raw, table, OLD[table], name)
     with pytest.raises(ConfigError, match="unsafe name") as err:
         validate_params(bad)
-    assert repr(name) in str(err.value)
+    assert f"{table}: unsafe name {name!r}" in str(err.value)  # the table and the offending name itself
 
 
 @pytest.mark.parametrize("name", ["a", "A1", "tiny_llama-2", "x" * 64])

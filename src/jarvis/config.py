@@ -558,7 +558,10 @@ class Params(_Strict):
 def _format_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-after", "function-before")))
+        parts = [str(p) for p in e["loc"] if not str(p).startswith(("function-after", "function-before"))]
+        if parts[-1:] == ["[key]"]:  # a bad dict key: name the table, the message names the key itself
+            parts = parts[:-2]
+        loc = ".".join(parts)
         cause = (e.get("ctx") or {}).get("error")
         if isinstance(cause, _KeyedError):
             loc = f"{loc}.{cause.key}" if loc else cause.key

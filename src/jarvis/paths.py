@@ -1,6 +1,8 @@
 """The only module that composes output paths (house rule 14). The DAG and the stages both call it.
 
-All paths are relative to the project root (the directory holding params.yaml), so dvc.yaml and the Snakefile
+Every name is checked to be a plain path component and every composed path to stay inside the project root
+(lexically, so symlinked big-data directories keep working). All paths are relative to the project root (the
+directory holding params.yaml), so dvc.yaml and the Snakefile
 stay literal and portable. Put big data elsewhere by making ``data/``, ``models/`` etc. symlinks to a scratch disk.
 Resumable Trainer checkpoints go to ``_work/`` (or ``$JARVIS_SCRATCH``), never a declared output.
 """
@@ -40,8 +42,9 @@ def inside_root(path: Path, what: str = "path") -> Path:
     """``path`` if it stays inside the project root, lexically (symlinked ``data/`` etc. stay allowed)."""
     text = path.as_posix()
     if path.is_absolute():
-        rel = os.path.relpath(os.path.normpath(text), str(root()))
-        if rel == ".." or rel.startswith("../"):
+        norm = os.path.normpath(text)
+        roots = {str(root()), os.path.abspath(os.environ.get("JARVIS_ROOT", "."))}  # resolved or as given
+        if not any(norm == r or norm.startswith(r.rstrip("/") + "/") for r in roots):
             raise UnsafePathError(f"{what} {text!r} leaves the project root {root()}")
         return path
     norm = posixpath.normpath(text)
