@@ -195,6 +195,21 @@ def test_snakemake_refuses_duplicated_keys_and_config_overrides(root, tmp_path):
     assert "--config/--configfile is not applied (seed)" in res.stdout + res.stderr
 
 
+def test_snakemake_never_runs_an_injected_experiment_name(root, tmp_path):
+    """The issue's reproduction: an experiment named `j$(touch PWNED)`, run for real (not a dry run)."""
+    project = _snakemake_project(root, tmp_path)
+    text = (root / "params.yaml").read_text()
+    text = text.replace("  jarvis:\n", "  j$(touch PWNED):\n", 1).replace(
+        "experiments: [llava, llava_bidir, jarvis]", 'experiments: ["j$(touch PWNED)"]', 1)
+    (project / "params.yaml").write_text(text)
+    e = {**env(project), "PYTHONPATH": str(project / "src")}
+    res = subprocess.run([bin_path("snakemake"), "--cores", "1", "all"], cwd=project, env=e, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode != 0
+    assert "unsafe name 'j$(touch PWNED)'" in res.stdout + res.stderr
+    assert not list(project.rglob("PWNED")) and not (project / "runs").exists()
+
+
 # ------------------------------------------------------------------ cross-field and value checks
 CASES = [
     # (dotted key to set, value, dotted key the error must name)
@@ -219,6 +234,9 @@ CASES = [
     ("training.tiny.pretrain.learning_rate", "inf", "training.tiny.pretrain.learning_rate"),
     ("training.tiny.pretrain.global_batch", True, "training.tiny.pretrain.global_batch"),
     ("training.tiny.pretrain.learning_rate", True, "training.tiny.pretrain.learning_rate"),
+    ("training.tiny.pretrain.zero_stage", True, "training.tiny.pretrain.zero_stage"),
+    ("jepa.tiny.mask.target_scale", [True, True], "jepa.tiny.mask.target_scale"),
+    ("seed", False, "seed"),
     ("training.tiny.pretrain.max_steps", 0, "training.tiny.pretrain.max_steps"),
     ("training.tiny.pretrain.max_steps", -5, "training.tiny.pretrain.max_steps"),
     ("training.tiny.pretrain.trainable", [], "training.tiny.pretrain.trainable"),

@@ -3,13 +3,18 @@
 Every section is a frozen pydantic model with ``extra="forbid"``. Experiments reference named building blocks
 (LLMs, towers, datasets, training recipes, JEPA recipes); :func:`experiment_refs` returns the dotted params keys an
 experiment's stages read, which is what the DAG declares as DVC params / Snakemake ``params:`` (house rule 6).
+
+Loading (issue 9) fails before any work, naming the dotted key: duplicated YAML keys (:mod:`jarvis.yamlsafe`, the
+loader of the CLI and the Snakefile alike), names outside :data:`SafeName` (they become paths, stage ids and command
+arguments), non-finite numbers anywhere, booleans in numeric fields, and cross-field mistakes that would otherwise
+surface only when a stage starts. Checks that need a downloaded config (a hub LM's depth for ``jepa_layer``, a hub
+tower's grid for ``min_keep``) run where that config is read: JarvisForCausalLM and jarvis.masking.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,13 +42,11 @@ class _KeyedError(ValueError):
         self.key = key
 
 
-def _plain_number(annotation: Any) -> bool:
-    """int / float / Optional[...] of them: fields where YAML's ``true`` must not pass as 1."""
-    if annotation in (int, float):
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field's type admits a YAML boolean (``bool`` or ``Any`` anywhere in it)."""
+    if annotation is bool or annotation is Any:
         return True
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return any(a in (int, float) for a in typing.get_args(annotation))
-    return False
+    return any(_takes_bool(a) for a in typing.get_args(annotation) if not isinstance(a, (int, str, float)))
 
 
 class _Strict(BaseModel):
@@ -53,11 +56,14 @@ class _Strict(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_bool_numbers(cls, data: Any) -> Any:
-        """pydantic's lax mode reads ``true`` as 1 in an int/float field: refuse it, naming the key."""
+        """pydantic's lax mode reads ``true`` as 1 in an int/float/Literal field (and in [min, max] pairs): refuse
+        it, naming the key, wherever the field's type has no ``bool`` in it."""
         if isinstance(data, dict):
             for name, field in cls.model_fields.items():
-                if isinstance(data.get(name), bool) and _plain_number(field.annotation):
-                    raise _KeyedError(name, f"expected a number, got {data[name]!r}")
+                value = data.get(name)
+                items = value if isinstance(value, (list, tuple)) else [value]
+                if any(isinstance(v, bool) for v in items) and not _takes_bool(field.annotation):
+                    raise _KeyedError(name, f"takes no true/false, got {value!r}")
         return data
 
 

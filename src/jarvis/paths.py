@@ -2,8 +2,8 @@
 
 Every name is checked to be a plain path component and every composed path to stay inside the project root
 (lexically, so symlinked big-data directories keep working). All paths are relative to the project root (the
-directory holding params.yaml), so dvc.yaml and the Snakefile
-stay literal and portable. Put big data elsewhere by making ``data/``, ``models/`` etc. symlinks to a scratch disk.
+directory holding params.yaml), so dvc.yaml and the Snakefile stay literal and portable. Put big data elsewhere by
+making ``data/``, ``models/`` etc. symlinks to a scratch disk.
 Resumable Trainer checkpoints go to ``_work/`` (or ``$JARVIS_SCRATCH``), never a declared output.
 """
 
