@@ -29,10 +29,6 @@ TrainableGroup = Literal["projector", "mask_token", "jepa_head", "llm", "vision"
 BENCHMARKS = ("cvbench_2d", "cvbench_3d", "mmvp", "blink", "mme", "mmstar", "pope", "gqa")
 
 
-class ConfigError(ValueError):
-    """params.yaml failed validation; the message names the offending key."""
-
-
 class _KeyedError(ValueError):
     """A cross-field error raised inside a section's validator about one of its keys: ``key`` (dotted, relative to
     the section) is appended to the section's location, so the message names the full dotted key."""
@@ -65,6 +61,10 @@ class _Strict(BaseModel):
                 if any(isinstance(v, bool) for v in items) and not _takes_bool(field.annotation):
                     raise _KeyedError(name, f"takes no true/false, got {value!r}")
         return data
+
+
+class ConfigError(ValueError):
+    """params.yaml failed validation; the message names the offending key."""
 
 
 # ------------------------------------------------------------ names that reach paths and shell commands (issue 9)
