@@ -304,3 +304,15 @@ def test_hub_dataset_must_hold_every_selected_benchmark(raw):
     with pytest.raises(ConfigError, match=r"datasets\.llava15\.benchmarks: no 'pope' entry"):
         validate_params(bad)
     validate_params(_set(bad, "run.benchmarks", ["gqa", "cvbench_2d"]))  # not selected: fine
+
+
+def test_hub_lm_depth_is_checked_once_its_config_is_downloaded(root, tmp_path):
+    shutil.copy2(root / "params.yaml", tmp_path / "params.yaml")
+    load_params(tmp_path / "params.yaml")  # not downloaded yet: depth unknown, JarvisForCausalLM checks it later
+    cfg = tmp_path / "models" / "llm" / "vicuna7b" / "config.json"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text('{"model_type": "llama", "num_hidden_layers": 32}')
+    load_params(tmp_path / "params.yaml")
+    cfg.write_text('{"model_type": "llama", "num_hidden_layers": 6}')  # jepa_layer: 8
+    with pytest.raises(ConfigError, match=r"llms\.vicuna7b\.jepa_layer: 8 is beyond the LM's depth"):
+        load_params(tmp_path / "params.yaml")

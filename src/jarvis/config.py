@@ -7,8 +7,9 @@ experiment's stages read, which is what the DAG declares as DVC params / Snakema
 Loading (issue 9) fails before any work, naming the dotted key: duplicated YAML keys (:mod:`jarvis.yamlsafe`, the
 loader of the CLI and the Snakefile alike), names outside :data:`SafeName` (they become paths, stage ids and command
 arguments), non-finite numbers anywhere, booleans in numeric fields, and cross-field mistakes that would otherwise
-surface only when a stage starts. Checks that need a downloaded config (a hub LM's depth for ``jepa_layer``, a hub
-tower's grid for ``min_keep``) run where that config is read: JarvisForCausalLM and jarvis.masking.
+surface only when a stage starts. A hub LM's depth bounds ``jepa_layer`` at every load once its config.json is
+downloaded (:func:`check_downloaded`), and in JarvisForCausalLM before; a hub tower's grid (for ``min_keep``) is
+known only to the model, and jarvis.masking checks it at the first batch.
 """
 
 from __future__ import annotations
@@ -620,7 +621,30 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return validate_params(raw)
+    params = validate_params(raw)
+    check_downloaded(params, path.parent)
+    return params
+
+
+def check_downloaded(params: Params, root: str | Path = ".") -> None:
+    """Checks that need a downloaded component's config, run at every load once it is on disk: a hub LM's depth
+    (its config.json) bounds ``jepa_layer``. Before the download, JarvisForCausalLM checks it when building."""
+    import json
+
+    from jarvis import paths
+
+    for name, llm in params.llms.items():
+        cfg = Path(root) / paths.llm_dir(name) / "config.json"
+        if llm.init != "hub" or not cfg.is_file():
+            continue
+        try:
+            depth = json.loads(cfg.read_text()).get("num_hidden_layers")
+        except (OSError, ValueError, AttributeError):
+            continue  # an unreadable download is the download/train stage's to report
+        if isinstance(depth, int) and not isinstance(depth, bool) and llm.jepa_layer > depth:
+            raise ConfigError(f"params.yaml is invalid:\n  llms.{name}.jepa_layer: {llm.jepa_layer} is beyond the"
+                              f" LM's depth: num_hidden_layers = {depth} in {paths.llm_dir(name) / 'config.json'}"
+                              f" (use 1..{depth})")
 
 
 def load_raw(path: str | Path = "params.yaml") -> dict[str, Any]:
