@@ -159,3 +159,15 @@ def test_transform_refuses_empty_and_elongated_images() -> None:
         ImageTransform(8, "crop")(Image.new("RGB", (0, 0)))
     with pytest.raises(ImageProblem, match="aspect ratio"):
         ImageTransform(8, "crop")(Image.new("RGB", (1, 8000)))
+
+
+def test_benchmark_and_chat_images_go_through_the_same_conversion(tmp_path: Path) -> None:
+    # Before: Question.load_image used convert("RGB"): a 16-bit question image became white, alpha was dropped.
+    from jarvis.eval.benchmarks import Question
+
+    Image.fromarray(np.full((4, 4), 257 * 51, np.uint16)).save(tmp_path / "q.png")
+    q = Question("pope", 1, tmp_path / "q.png", "Is there a cube?", "", 8, "yes")
+    assert np.asarray(q.load_image()).tolist() == [[[51] * 3] * 4] * 4
+    clear = Image.fromarray(np.zeros((4, 4, 4), np.uint8), "RGBA")
+    q = Question("pope", 2, clear, "Is there a cube?", "", 8, "yes")
+    assert np.asarray(q.load_image()).min() == 255  # composited on white
