@@ -331,3 +331,33 @@ def test_context_target_resizes_only_the_target() -> None:
     assert torch.allclose(tgt, expected)
     _, same = ContextTargetTransform(ctx_t, (0.5,) * 3, (0.5,) * 3)(im)
     assert torch.allclose(same, (raw - 0.5) / 0.5)
+
+
+def test_annotation_file_edge_cases(root) -> None:
+    # BOM: before, the first JSONL record was dropped as bad_json (and a .json array failed to parse).
+    body = "\n".join(json.dumps(r) for r in GOOD) + "\n"
+    (root / "bom.jsonl").write_text("\ufeff" + body, encoding="utf-8")
+    (root / "bom.json").write_text("\ufeff" + json.dumps(GOOD), encoding="utf-8")
+    for name in ("bom.jsonl", "bom.json"):
+        kept, report = load_and_validate(root / name, root / "img", max_dropped_fraction=0.0)
+        assert len(kept) == 3 and report["dropped"] == 0, name
+    # not UTF-8: before, a UnicodeDecodeError traceback
+    (root / "latin1.jsonl").write_bytes(body.encode() + b'{"id": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match="latin1.jsonl: line 4: not UTF-8"):
+        load_and_validate(root / "latin1.jsonl", root / "img", max_dropped_fraction=1.0)
+    # nothing left to train on: before, an empty list reached the Trainer
+    (root / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match="no usable sample among 0 records"):
+        load_and_validate(root / "empty.jsonl", root / "img", max_dropped_fraction=1.0)
+    write_jsonl(root / "allbad.jsonl", [BAD["missing_image"]])
+    with pytest.raises(ValueError, match=r"no usable sample among 1 records; drops \{'missing_image': 1\}"):
+        load_and_validate(root / "allbad.jsonl", root / "img", max_dropped_fraction=1.0)
+
+
+def test_symlink_loop_is_an_unsafe_path_not_a_crash(root) -> None:
+    # Before: Path.resolve raised RuntimeError("Symlink loop") through validation.
+    (root / "img" / "loop_a.png").symlink_to(root / "img" / "loop_b.png")
+    (root / "img" / "loop_b.png").symlink_to(root / "img" / "loop_a.png")
+    write_jsonl(root / "ann.jsonl", [*GOOD, {"id": "l", "image": "loop_a.png", "conversations": conv()}])
+    kept, report = load_and_validate(root / "ann.jsonl", root / "img", max_dropped_fraction=0.5)
+    assert len(kept) == 3 and report["counts"] == {"unsafe_image_path": 1}

@@ -173,3 +173,37 @@ def test_jarvis_score_subprocess_has_no_traceback(world, pope_rows, tmp_path) ->
     )  # fmt: skip
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip() == "error: pope: line 2: 'answer' must be a string, got null"
+
+
+def test_ids_match_across_int_and_str_and_repeated_keys_are_refused(capsys, world, pope_rows, tmp_path) -> None:
+    # POPE ids are strings ("1"); a harness writing them as integers answers the same questions.
+    as_int = [{**r, "question_id": int(r["question_id"])} for r in pope_rows]
+    code, s, _ = score(capsys, world, write(tmp_path / "a.jsonl", as_int))
+    assert code == 0 and s["overall"] == 50.0
+    dup = [*as_int[:5], {**as_int[5], "question_id": pope_rows[0]["question_id"]}, *as_int[6:]]
+    code, _, err = score(capsys, world, write(tmp_path / "a.jsonl", dup))
+    assert code == 2 and "line 6: duplicate answer for question '1' (first at line 1)" in err
+    # {"answer": "no", ..., "answer": "yes"}: json.loads keeps the last value silently
+    raw = "".join(json.dumps(r) + "\n" for r in pope_rows)
+    raw = raw.replace('"model_id": "m"', '"model_id": "m", "answer": "yes"', 1)
+    code, _, err = score(capsys, world, write(tmp_path / "a.jsonl", [], raw))
+    assert code == 2 and "line 1: not valid JSON (key 'answer' appears twice in one object)" in err
+
+
+def test_undefined_scores_are_null_not_nan(capsys, tmp_path) -> None:
+    # A partial CV-Bench 2D subset without any Count question: "Count 2D" is 0/0. Before: NaN in the printed JSON.
+    def q(i: int, task: str, source: str) -> dict:
+        return {"idx": i, "filename": f"img/2D/{i}.png", "task": task, "prompt": "?", "answer": "(A)",
+                "choices": ["x", "y"], "source": source, "type": "2D"}  # fmt: skip
+
+    qs = [q(0, "Relation", "ADE20K"), q(1, "Relation", "COCO"), q(2, "Count", "ADE20K"), q(3, "Count", "COCO")]
+    (tmp_path / "test_2d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qs))
+    rows = [{"questionId": r["idx"], "answer": "A", "gt_answer": "(A)", "category": "Relative location",
+             "options": ["x", "y"], "source": r["source"]} for r in qs[:2]]  # fmt: skip
+    answers = write(tmp_path / "a.jsonl", rows)
+    code = main_score(["--benchmark", "cvbench_2d", "--questions", str(tmp_path), "--allow-partial", str(answers)])
+    out = capsys.readouterr()
+    assert code == 0 and "NaN" not in out.out
+    s = json.loads(out.out)
+    assert s["table"]["Count 2D"] is None and s["table"]["Relative location 2D"] == 100.0
+    assert "table/Count 2D" in out.err and s["coverage"]["answered"] == 2

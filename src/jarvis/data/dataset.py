@@ -151,7 +151,12 @@ def load_records(path: str | os.PathLike[str], drops: DropLog | None = None) -> 
     """
     path = Path(path)
     drops = drops if drops is not None else DropLog()
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a leading BOM is not part of the first record
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not UTF-8 ({e.reason} at byte {e.start})") from e
     if path.suffix == ".json":
         try:
             records = json.loads(text)
@@ -179,7 +184,10 @@ def safe_image_path(image_root: str | os.PathLike[str], rel: str) -> Path:
     if ".." in Path(rel).parts:
         raise ValueError(f"image path {rel!r} contains '..'")
     root = Path(image_root).resolve()
-    full = (root / rel).resolve()
+    try:
+        full = (root / rel).resolve()
+    except (RuntimeError, OSError) as e:  # a symlink loop (RuntimeError before Python 3.13), a too-long name...
+        raise ValueError(f"image path {rel!r} cannot be resolved: {e}") from e
     if not full.is_relative_to(root):
         raise ValueError(f"image path {rel!r} escapes the image root {root}")
     return full
@@ -277,7 +285,10 @@ def load_and_validate(
     drops = DropLog()
     records, total = load_records(path, drops)
     kept = validate_records(records, image_root, drops, decode_images)
-    return kept, drops.report(str(path), total, max_dropped_fraction)
+    report = drops.report(str(path), total, max_dropped_fraction)
+    if not kept:  # an empty file, or max_dropped_fraction 1.0 with everything dropped: nothing to train on
+        raise ValueError(f"{path}: no usable sample among {total} records; drops {report['counts']}")
+    return kept, report
 
 
 # --------------------------------------------------------------------------------------------- feature cache

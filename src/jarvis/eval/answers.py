@@ -16,6 +16,7 @@ is refused with its line number (1-based, the line in the file; blank lines keep
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -44,6 +45,16 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys repeat is refused: json.loads would silently keep the last value."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"key {k!r} appears twice in one object")
+        out[k] = v
+    return out
+
+
 def read_answer_lines(path: str | os.PathLike[str]) -> tuple[list[dict], list[int]]:
     """Rows of an answers JSONL file and their 1-based line numbers. Raises ``AnswersError`` naming the line."""
     raw = open(path, "rb").read()  # noqa: SIM115 - read in one go; decoding errors are reported with their line
@@ -57,7 +68,7 @@ def read_answer_lines(path: str | os.PathLike[str]) -> tuple[list[dict], list[in
         if not line.strip():
             continue
         try:
-            row = json.loads(line, parse_constant=_no_constants)
+            row = json.loads(line, parse_constant=_no_constants, object_pairs_hook=_unique_keys)
         except ValueError as e:
             hint = " (answers are JSON lines, one object per line, not a JSON array)" if line.lstrip()[:1] == "[" else ""
             raise AnswersError(f"{path}: line {n}: not valid JSON ({e}){hint}") from e
@@ -172,6 +183,7 @@ def row_key(benchmark: str, row: dict) -> tuple:
     """The question an answer line answers. BLINK ids restart per category; MME's id is the image, shared by the
     image's two questions (told apart by the prompt); CV-Bench 2D and 3D ids both start at 0."""
     qid = row.get(id_field(benchmark))
+    qid = None if qid is None else str(qid)  # 1 and "1" name one question (harnesses differ in the id type)
     if benchmark in CVBENCH_FAMILY:
         if benchmark == "cvbench":
             return ("3d" if row.get("source") in _OMNI else "2d", qid)
@@ -243,3 +255,19 @@ def check_against_questions(
             f"{', '.join(missing)}. A subset is scored only with --allow-partial"
         )
     return coverage
+
+
+def finite_or_null(obj: Any, path: str = "", undefined: list[str] | None = None) -> Any:
+    """``obj`` with every NaN/inf float replaced by None (strict JSON); their key paths are appended to ``undefined``.
+
+    A score over no questions (a CV-Bench category missing from a partial subset) is NaN: undefined, not a number.
+    """
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v, f"{path}{k}/", undefined) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite_or_null(v, f"{path}{i}/", undefined) for i, v in enumerate(obj)]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        if undefined is not None:
+            undefined.append(path.rstrip("/"))
+        return None
+    return obj

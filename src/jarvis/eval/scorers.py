@@ -540,13 +540,17 @@ def run_score(args: argparse.Namespace) -> int:
     Returns the process exit code: 0, or 2 with one ``error: ...`` line on stderr for a bad file, row or question
     set (never a traceback).
     """
-    from jarvis.eval.answers import check_against_questions, check_compat_crashes, read_answer_lines
+    from jarvis.eval.answers import (
+        check_against_questions,
+        check_compat_crashes,
+        finite_or_null,
+        read_answer_lines,
+        validate_rows,
+    )
     from jarvis.eval.benchmarks import load_questions
 
     try:
         rows, lines = read_answer_lines(args.answers)
-        from jarvis.eval.answers import validate_rows
-
         validate_rows(args.benchmark, rows, args.mode, lines)
         try:
             questions = list(load_questions(args.benchmark, args.questions))
@@ -567,7 +571,11 @@ def run_score(args: argparse.Namespace) -> int:
             f"({coverage['fraction']:.1%}) because of --allow-partial; not comparable with full-benchmark scores",
             file=sys.stderr,
         )
-    json.dump(scores, sys.stdout, indent=2, sort_keys=False)
+    undefined: list[str] = []
+    scores = finite_or_null(scores, undefined=undefined)
+    if undefined:
+        print(f"note: undefined (no questions) and written as null: {', '.join(undefined)}", file=sys.stderr)
+    json.dump(scores, sys.stdout, indent=2, sort_keys=False, allow_nan=False)
     sys.stdout.write("\n")
     return 0
 
