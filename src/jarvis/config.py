@@ -274,6 +274,9 @@ class SyntheticData(_Strict):
     caption_spatial_rate: float = Field(ge=0.0, le=1.0)
     seed: int
     max_dropped_fraction: float = Field(ge=0.0, le=1.0)
+    # Share of the supervised tokens that right-truncation at a stage's max_length may remove before the stage fails
+    # (jarvis.data.dataset.TruncationLog); the per-sample counts go to metrics.json either way.
+    max_truncated_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
 
 
 class HubCorpus(_Strict):
@@ -290,6 +293,7 @@ class HubData(_Strict):
     instruct: HubCorpus
     benchmarks: dict[SafeName, HubRef]  # benchmark data dir name (cvbench, mmvp, blink, ...) -> dataset repo
     max_dropped_fraction: float = Field(ge=0.0, le=1.0)
+    max_truncated_fraction: float = Field(default=0.01, ge=0.0, le=1.0)  # as SyntheticData's
 
 
 DatasetSpec = Annotated[SyntheticData | HubData, Field(discriminator="kind")]

@@ -5,10 +5,12 @@ ZeRO-3). One module: both are "build model + data from params, then jarvis.train
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Literal
 
 from jarvis import paths
 from jarvis.config import Params, experiment_refs
+from jarvis.io import write_json_atomic
 from jarvis.stages.common import corpus, image_transform, stage_params_view, stage_run
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,8 @@ def build_dataset(params: Params, exp: str, stage: Stage, model: Any, tokenizer:
     samples, report = load_and_validate(c.annotations, c.image_root, spec.max_dropped_fraction)
     log.info("%s: kept %d samples; drops %s", c.annotations, len(samples), report.get("counts", report))
     common = dict(tokenizer=tokenizer, image_root=c.image_root, num_image_tokens=model.vision_tower.num_patches,
-                  max_length=s.max_length, max_dropped_fraction=spec.max_dropped_fraction)
+                  max_length=s.max_length, max_dropped_fraction=spec.max_dropped_fraction,
+                  max_truncated_fraction=spec.max_truncated_fraction, validation_report=report)
     if s.use_feature_cache:
         recipe = params.jepa_recipe(exp) if stage == "pretrain" else None
         key = paths.cache_key(e.data, e.vision, recipe.target if recipe else None)
@@ -109,4 +112,13 @@ def run(params: Params, exp: str, stage: Stage) -> dict[str, Any]:
                                work_dir=work, mlflow_run=mlrun, processing_class=tokenizer,
                                metrics_path=paths.metrics_file(exp, stage),
                                history_path=paths.history_file(exp, stage))
+        # Drop and truncation counts of the data (annotation validation, encoding, max_length) join the metrics.
+        data_metrics = {f"data/{k}": v for k, v in dataset.stats.items()}
+        metrics.update(data_metrics)
+        if int(os.environ.get("RANK", "0")) == 0:
+            write_json_atomic(paths.metrics_file(exp, stage), metrics)
+            if mlrun is not None:
+                from jarvis import tracking
+
+                tracking.log_final_metrics(data_metrics, prefix="")
     return metrics
