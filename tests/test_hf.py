@@ -155,3 +155,60 @@ def test_auto_processor_reproduces_our_evaluation_inputs(tmp_path: Path, tokeniz
     ours = model.generate_greedy(enc["input_ids"], enc["attention_mask"], expected_pixels[None], max_new_tokens=4,
                                  eos_token_id=tokenizer.eos_token_id)
     assert torch.equal(new[:, : ours.shape[1]], ours)
+
+
+def test_trained_checkpoint_folder_loads_with_auto_classes(tmp_path: Path, tokenizer, monkeypatch) -> None:
+    """run_training as the train stage calls it: the declared folder holds exactly the model's files."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    from conftest import ROOT
+    from jarvis.config import load_params
+    from jarvis.data.collate import Collator
+    from jarvis.data.templates import IMAGE_TOKEN
+    from jarvis.model.card import model_card
+    from jarvis.model.processing import generation_config_for, processor_for
+    from jarvis.training import run_training
+    from test_training import _tower, tiny_settings
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    img = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    text = {**llm(), "vocab_size": len(tokenizer)}
+    torch.manual_seed(0)
+    model = JarvisForCausalLM(JarvisConfig(text_config=text, vision_config=_tower("clip_vision_model"),
+                                           image_token_id=img, bidir_visual_attn=False))
+    g = torch.Generator().manual_seed(0)
+    samples = []
+    for _ in range(8):
+        caption = torch.randint(10, len(tokenizer), (5,), generator=g)
+        samples.append({"input_ids": torch.cat([torch.full((64,), img), caption]),
+                        "labels": torch.cat([torch.full((64,), -100), caption]),
+                        "pixel_values": torch.randn(3, 32, 32, generator=g)})
+    model.generation_config = generation_config_for(tokenizer, max_new_tokens=3)
+    params = load_params(ROOT / "params.yaml")
+    out = tmp_path / "runs" / "llava" / "finetune" / "model"
+    run_training(model, samples, Collator(pad_token_id=tokenizer.pad_token_id),
+                 tiny_settings(stage="finetune", mask_spec=None, max_steps=2), out, tmp_path / "_work", None,
+                 processing_class=processor_for(model, tokenizer), model_card=lambda m: model_card(
+                     params, "llava", "finetune", m, n_samples=len(samples)))
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
+        "processor_config.json", "tokenizer.json", "tokenizer_config.json"]
+    card = (out / "README.md").read_text()
+    assert "# llava — finetune" in card and "## Recipe" in card and "## Data" in card and '"steps": 2' in card
+    assert "runs/llava/eval/<benchmark>/scores.json" in card
+    gen = json.loads((out / "generation_config.json").read_text())
+    assert gen["max_new_tokens"] == 3 and gen["eos_token_id"] in (tokenizer.eos_token_id, [tokenizer.eos_token_id])
+    assert gen.get("do_sample", False) is False
+
+    assert type(AutoConfig.from_pretrained(out)).__name__ == "JarvisConfig"
+    loaded = AutoModelForImageTextToText.from_pretrained(out).eval()
+    processor = AutoProcessor.from_pretrained(out, backend="pil")
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (30, 50, 3), dtype=np.uint8))
+    prompt = processor.apply_chat_template([{"role": "user", "content": f"{IMAGE_TOKEN}\nwhat is it?"}],
+                                           add_generation_prompt=True, tokenize=False)
+    enc = processor(images=image, text=prompt, return_tensors="pt")
+    new = loaded.generate(**enc)[:, enc["input_ids"].shape[1]:]  # generation_config.json: greedy, 3 tokens
+    ours = loaded.generate_greedy(enc["input_ids"], enc["attention_mask"], enc["pixel_values"], max_new_tokens=3,
+                                  eos_token_id=tokenizer.eos_token_id)
+    assert new.shape[1] <= 3 and torch.equal(new, ours[:, : new.shape[1]])

@@ -30,7 +30,7 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -515,6 +515,7 @@ def run_training(
     metrics_path: Path | None = None,
     history_path: Path | None = None,
     teardown: bool = True,
+    model_card: Callable[[dict[str, Any]], str] | None = None,
 ) -> dict[str, Any]:
     """Train (resuming from the newest checkpoint in ``work_dir``), then write the declared outputs.
 
@@ -524,6 +525,7 @@ def run_training(
     (None elsewhere); None on rank 0 disables MLflow for this run. On SIGTERM/SIGUSR1 a checkpoint is saved in
     ``work_dir`` and :class:`Preempted` (a ``SystemExit`` with code 128 + signal) is raised after teardown.
     ``callbacks`` are extra Trainer callbacks; ``trainer_cls`` a :class:`JarvisTrainer` subclass (tests, variants).
+    ``model_card`` maps the final metrics to the checkpoint's ``README.md`` (written before the rename).
     Returns the metrics dict on every rank.
     """
     from jarvis import tracking
@@ -580,6 +582,8 @@ def run_training(
         if rank == 0:
             # Trainer.save_model also writes TrainingArguments as a pickle; the declared output is safetensors only.
             (tmp / "training_args.bin").unlink(missing_ok=True)
+            if model_card is not None:
+                (tmp / "README.md").write_text(model_card(metrics))
             _replace_dir(tmp, out_dir)
             _write_text_atomic(metrics_path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
             lines = [json.dumps(h, sort_keys=True) for h in trainer.state.log_history]

@@ -85,3 +85,17 @@ def processor_for(model: Any, tokenizer: Any, mode: ImageMode = "pad") -> Any:
     return build_processor(
         tokenizer, tower.image_size, tower.image_size // tower.grid[0], tower.image_mean, tower.image_std, mode
     )
+
+
+def generation_config_for(tokenizer: Any, max_new_tokens: int) -> Any:
+    """Greedy decoding as ``jarvis evaluate`` runs it (benchmarks-spec §1), saved as ``generation_config.json``."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=int(max_new_tokens),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
