@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,19 @@ def test_llava_export_with_attention_change_warns_and_differs(tmp_path: Path, to
     with torch.no_grad():
         diff = (model(**b, return_logits=True).logits - llava(**b).logits).abs().max()
     assert diff > 1e-3  # honest: the causal export is a different model
+
+
+def test_cli_export_writes_or_refuses_in_one_line(tmp_path: Path, tokenizer) -> None:
+    from conftest import bin_path
+    from pipeline_utils import run
+
+    _checkpoint(tmp_path / "causal", tokenizer, hf_tower("clip_vision_model", feature_layer=-2))
+    _checkpoint(tmp_path / "bidir", tokenizer, hf_tower("clip_vision_model"), bidir_visual_attn=True)
+    ok = run(tmp_path, bin_path("jarvis"), "export", "--format", "llava-hf", "causal", "out")
+    assert "wrote out (llava-hf)" in ok.stdout
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == [
+        "LlavaForConditionalGeneration"]
+    refused = run(tmp_path, bin_path("jarvis"), "export", "--format", "llava-hf", "bidir", "out2", check=False)
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 2 and len(lines) == 1 and "bidirectional attention" in lines[0]
+    assert not (tmp_path / "out2").exists()

@@ -416,6 +416,42 @@ class PreemptionCallback(TrainerCallback):
         return 128 + int(self.received or signal.SIGTERM)
 
 
+class TrainProgress(TrainerCallback):
+    """One tqdm bar over the optimizer steps on rank 0 (log-file friendly off-terminal, ``jarvis.progress``)."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.bar: Any = None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if state.is_world_process_zero:
+            from jarvis.progress import progress
+
+            self.bar = progress(total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step")
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+        logs: dict[str, Any] | None = None, **kwargs: Any,
+    ) -> None:
+        if self.bar is not None and logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{float(logs['loss']):.4g}", refresh=False)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 class Preempted(SystemExit):
     """Raised by :func:`run_training` after the preemption checkpoint; exits the process with 128 + signal."""
 
@@ -549,7 +585,7 @@ def run_training(
             train_dataset=train_dataset,
             data_collator=collator,
             processing_class=processing_class,
-            callbacks=[preemption, *callbacks],
+            callbacks=[preemption, TrainProgress(settings.stage), *callbacks],
             settings=settings,
         )
         if mlflow_run is None and rank == 0:
