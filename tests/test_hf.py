@@ -212,3 +212,34 @@ def test_trained_checkpoint_folder_loads_with_auto_classes(tmp_path: Path, token
     ours = loaded.generate_greedy(enc["input_ids"], enc["attention_mask"], enc["pixel_values"], max_new_tokens=3,
                                   eos_token_id=tokenizer.eos_token_id)
     assert new.shape[1] <= 3 and torch.equal(new, ours[:, : new.shape[1]])
+
+
+def test_evaluate_answers_equal_hf_generate_one_question_at_a_time(tokenizer, capsys) -> None:
+    """The evaluate stage's batched, left-padded greedy answers == plain `generate` per question (batch 1)."""
+    from dataclasses import dataclass
+
+    from jarvis.data.conversation import build_prompt, expand_image_token, image_token_id
+    from jarvis.stages.common import image_transform
+    from jarvis.stages.evaluate import generate_answers
+
+    @dataclass
+    class Q:
+        qs: str
+        colour: tuple[int, int, int]
+        max_new_tokens: int = 4
+
+        def load_image(self) -> Image.Image:
+            return Image.new("RGB", (30, 20), self.colour)
+
+    model = _chat_model(tokenizer)
+    questions = [Q("what colour is the square?", (200, 30, 30)), Q("a blue circle?", (10, 10, 220)),
+                 Q("is the square red or blue? answer", (30, 200, 30))]
+    answers = generate_answers(model, tokenizer, questions, batch_size=2, max_new_tokens=4)
+    assert all(answers)  # 4 greedy tokens of a random model: not all special
+    transform = image_transform(model.vision_tower, "pad")
+    for q, answer in zip(questions, answers, strict=True):
+        ids, _ = expand_image_token(build_prompt(tokenizer, q.qs), None, image_token_id(tokenizer), N)
+        new = model.generate(input_ids=torch.tensor([ids]), pixel_values=transform(q.load_image())[None],
+                             max_new_tokens=4, do_sample=False)[0, len(ids):]
+        assert answer == tokenizer.decode(new, skip_special_tokens=True).strip()
+    assert "evaluate: 100%" in capsys.readouterr().err  # the progress bar, as plain lines off a terminal
