@@ -44,7 +44,13 @@ def test_all_outputs_exist_and_report_matches_scores(project: Path) -> None:
     benches = _benchmarks(project)
     for exp in EXPERIMENTS:
         for stage in ("pretrain", "finetune"):
-            assert (project / "runs" / exp / stage / "model" / "model.safetensors").is_file()
+            model = project / "runs" / exp / stage / "model"
+            # only the model's own files: weights, config, processor, generation config, card (no stray markers)
+            assert sorted(p.name for p in model.iterdir()) == [
+                "README.md", "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
+                "processor_config.json", "tokenizer.json", "tokenizer_config.json"], exp
+    for root in ("data", "models", "features", "runs"):
+        assert not list((project / root).glob("**/.snakemake_timestamp")), root
         for b in benches:
             assert (project / "runs" / exp / "eval" / b / "answers.jsonl").is_file()
     jarvis = json.loads((project / "runs/jarvis/pretrain/metrics.json").read_text())

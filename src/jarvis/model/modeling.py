@@ -18,9 +18,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    Cache,
+    DynamicCache,
+    GenerationMixin,
+    PreTrainedModel,
+)
 from transformers import initialization as hf_init
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast, ModelOutput
 
 from jarvis.losses import IGNORE_INDEX, jepa_loss, ntp_loss, total_loss
 from jarvis.model.attention import base_allowed, jepa_allowed, to_additive
@@ -42,7 +49,10 @@ class JarvisOutput(ModelOutput):
     logits: torch.Tensor | None = None
 
 
-class JarvisForCausalLM(PreTrainedModel):
+class JarvisForCausalLM(PreTrainedModel, GenerationMixin):
+    """LLaVA-style MLLM (+ JEPA parts in stage 1); ``generate`` works through ``GenerationMixin`` (see
+    :meth:`prepare_inputs_for_generation` and :meth:`forward_with_cache`)."""
+
     config_class = JarvisConfig
     base_model_prefix = "jarvis"
     main_input_name = "input_ids"
@@ -90,6 +100,15 @@ class JarvisForCausalLM(PreTrainedModel):
             if config.jepa_layer > n_layers:
                 raise ValueError(f"jepa_layer={config.jepa_layer} but the LM has {n_layers} decoder layers")
         self.post_init()
+        self._default_generation_ids()
+
+    def _default_generation_ids(self) -> None:
+        """bos/eos/pad ids for ``generate`` from the LM's config (transformers reads only the outer config)."""
+        if self.generation_config is None:
+            return
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(self.generation_config, key, None) is None:
+                setattr(self.generation_config, key, getattr(self.config.text_config, key, None))
 
     # ---- construction helpers ----------------------------------------------------------------
     def _init_weights(self, module: nn.Module) -> None:
@@ -178,9 +197,15 @@ class JarvisForCausalLM(PreTrainedModel):
         jepa_targets: torch.Tensor | None = None,
         return_logits: bool = False,
         label_positions: torch.Tensor | None = None,
+        cache: Cache | None = None,
         **_: Any,
-    ) -> JarvisOutput:
-        """One NTP step, plus the JEPA objective when ``jepa_context``/``jepa_targets`` are given."""
+    ) -> JarvisOutput | CausalLMOutputWithPast:
+        """One NTP step, plus the JEPA objective when ``jepa_context``/``jepa_targets`` are given.
+
+        With a ``cache`` (``generate``), one KV-cached decoding step instead: :meth:`forward_with_cache`.
+        """
+        if cache is not None:
+            return self.forward_with_cache(input_ids, attention_mask, cache, pixel_values, context_features)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         jepa = self._is_jepa_step(jepa_context, jepa_targets)
@@ -375,6 +400,59 @@ class JarvisForCausalLM(PreTrainedModel):
         return jepa_loss(pred, tgt.to(pred.dtype), self.config.jepa_loss)
 
     # ---- generation --------------------------------------------------------------------------
+    def prepare_inputs_for_generation(
+        self, input_ids: torch.LongTensor, is_first_iteration: bool | None = False, **kwargs: Any
+    ) -> dict[str, Any]:
+        """GenerationMixin hook: images (pixels or cached tower features) go in on the prefill step only.
+
+        ``pixel_values`` is already dropped after prefill by transformers; ``context_features`` is ours to drop.
+        Position ids are derived from ``attention_mask`` in :meth:`forward_with_cache` (left padding safe).
+        """
+        inputs = super().prepare_inputs_for_generation(input_ids, is_first_iteration=is_first_iteration, **kwargs)
+        if not is_first_iteration:
+            for key in ("pixel_values", "context_features"):
+                inputs.pop(key, None)
+        inputs.pop("position_ids", None)
+        return inputs
+
+    def forward_with_cache(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: Cache,
+        pixel_values: torch.Tensor | None = None,
+        context_features: torch.Tensor | None = None,
+    ) -> CausalLMOutputWithPast:
+        """One KV-cached step: logits (B, 1, V) of the last position, and the grown ``cache``.
+
+        ``attention_mask`` (B, T_past + q) covers the cached keys and the q new tokens (``generate`` drops it when
+        there is no padding: None means all ones). The prefill step (empty cache) splices the images and uses the
+        training mask (bidirectional visual span when configured), as :meth:`generate_greedy`; later steps embed
+        plain tokens and attend to every unpadded key before them.
+        """
+        past = cache.get_seq_length()
+        if attention_mask is None:
+            attention_mask = input_ids.new_ones(input_ids.shape[0], past + input_ids.shape[1])
+        length = attention_mask.shape[1]
+        if past == 0:
+            embeds, span, _ = self.embed(input_ids, pixel_values, context_features)  # (B, T, D)
+            allowed = base_allowed(attention_mask, span, bidir_visual=self.config.bidir_visual_attn)
+        else:
+            embeds = self.get_input_embeddings()(input_ids)  # (B, q, D)
+            keys = torch.arange(length, device=input_ids.device)
+            queries = past + torch.arange(input_ids.shape[1], device=input_ids.device)
+            allowed = (keys[None, :] <= queries[:, None]) & attention_mask.bool()[:, None, :]  # (B, q, T)
+        positions = (attention_mask.long().cumsum(-1)[:, past:] - 1).clamp(min=0)  # (B, q)
+        out = self.language_model.get_decoder()(
+            inputs_embeds=embeds,
+            attention_mask=to_additive(allowed, embeds.dtype),
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+        )
+        logits = self.logits_from_hidden(out.last_hidden_state[:, -1:])  # (B, 1, V)
+        return CausalLMOutputWithPast(logits=logits, cache=cache)
+
     @torch.no_grad()
     def generate_greedy(
         self,
@@ -458,3 +536,12 @@ def _check_masks(context: torch.Tensor, targets: torch.Tensor, n_img: int, num_p
     for name, idx in (("jepa_context", context), ("jepa_targets", targets)):
         if idx.numel():
             check(((idx >= 0) & (idx < num_patches)).all(), f"{name} indices must lie in [0, {num_patches})")
+
+
+def _register() -> None:
+    from jarvis.model import register_auto_classes
+
+    register_auto_classes()
+
+
+_register()  # AutoModelForCausalLM / AutoModelForImageTextToText / AutoProcessor know "jarvis" (public hooks)

@@ -53,6 +53,7 @@ def run(params: Params, data: str, vision_name: str, target_name: str | None) ->
     from jarvis import tracking
     from jarvis.data.dataset import drop_metrics, load_and_validate, write_feature_index, write_feature_shard
     from jarvis.io import atomic_dir
+    from jarvis.progress import progress
 
     exp = next((e for e in params.run.experiments
                 if params.experiments[e].data == data and params.experiments[e].vision == vision_name), None)
@@ -73,7 +74,8 @@ def run(params: Params, data: str, vision_name: str, target_name: str | None) ->
         partial = out.with_name(out.name + ".partial")  # undeclared, survives reruns: per-shard resume
         partial.mkdir(parents=True, exist_ok=True)
         shards, reused = [], 0
-        for k, start in enumerate(range(0, len(with_image), SHARD_SIZE)):
+        starts = list(enumerate(range(0, len(with_image), SHARD_SIZE)))
+        for k, start in progress(starts, desc=f"cache features {key}", unit="shard"):
             chunk = with_image[start : start + SHARD_SIZE]
             name = f"shard-{k:05d}.safetensors"
             done = partial / f"{name}.done"

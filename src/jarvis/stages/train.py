@@ -95,7 +95,9 @@ def run(params: Params, exp: str, stage: Stage) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from jarvis.data.collate import Collator
+    from jarvis.model.card import model_card
     from jarvis.model.freeze import set_trainable
+    from jarvis.model.processing import generation_config_for, processor_for
     from jarvis.training import run_training
 
     e = params.experiment(exp)
@@ -106,12 +108,19 @@ def run(params: Params, exp: str, stage: Stage) -> dict[str, Any]:
     set_trainable(model, params.stage_training(exp, stage).trainable)
     dataset = build_dataset(params, exp, stage, model, tokenizer)
     collator = Collator(pad_token_id=tokenizer.pad_token_id)
+    # Saved beside the weights: AutoProcessor (evaluation's pad mode), generation_config.json, README.md card.
+    processor = processor_for(model, tokenizer, mode="pad")
+    # The longest reference decoding length; `jarvis evaluate` sets each benchmark's own (jarvis.eval.decoding).
+    from jarvis.eval.decoding import MAX_NEW_TOKENS
+
+    model.generation_config = generation_config_for(tokenizer, max(MAX_NEW_TOKENS.values()))
     view = stage_params_view(params, experiment_refs(params, exp, stage))
     with stage_run(exp, stage, view, world_size=settings.world_size) as (mlrun, work):
         metrics = run_training(model, dataset, collator, settings, out_dir=paths.checkpoint_dir(exp, stage),
-                               work_dir=work, mlflow_run=mlrun, processing_class=tokenizer,
+                               work_dir=work, mlflow_run=mlrun, processing_class=processor,
                                metrics_path=paths.metrics_file(exp, stage),
-                               history_path=paths.history_file(exp, stage))
+                               history_path=paths.history_file(exp, stage),
+                               model_card=lambda m: model_card(params, exp, stage, m, n_samples=len(dataset)))
         # Drop and truncation counts of the data (annotation validation, encoding, max_length) join the metrics.
         data_metrics = {f"data/{k}": v for k, v in dataset.stats.items()}
         metrics.update(data_metrics)
