@@ -216,11 +216,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     steps, losses = build_steps(cfg, ref, opts.warmup + opts.rounds)
     times: dict[str, list[float]] = {name: [] for name in steps}
     for r in range(opts.warmup + opts.rounds):
+        last = {}
         for name, step in steps.items():
             start = time.perf_counter()
             step(r)
+            last[name] = time.perf_counter() - start
             if r >= opts.warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(last[name])
+        done = "warm-up" if r < opts.warmup else "timed"
+        print(f"round {r} ({done}): " + ", ".join(f"{k} {v:.2f}s" for k, v in last.items()), flush=True)
         if r == 0:
             dj = abs(losses["jepa"][0] - losses["jepa_ours"][0])
             dl = abs(losses["llava"][0] - losses["llava_ours"][0])
