@@ -41,6 +41,7 @@ from jarvis.model.modeling import JarvisForCausalLM  # noqa: E402
 from jarvis.seeding import make_generator  # noqa: E402
 
 Step = Callable[[int], torch.Tensor]
+VARIANTS = ("ref_llava", "ours_llava", "ref_jepa", "ours_jepa", "ours_jepa_full", "ours_jepa_cached", "floor")
 
 
 def import_reference(path: Path) -> Any:
@@ -199,6 +200,15 @@ def build_steps(cfg: BenchConfig, ref: Any, rounds: int) -> tuple[dict[str, Step
     return steps, losses
 
 
+def first_loss_diff(losses: dict[str, list[float]]) -> dict[str, float]:
+    """|reference - ours| on the first round, for each step kind both sides ran."""
+    return {
+        k: abs(losses[k][0] - losses[f"{k}_ours"][0])
+        for k in ("jepa", "llava")
+        if k in losses and f"{k}_ours" in losses
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -208,12 +218,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     torch.set_num_threads(opts.threads)
     cfg = CONFIGS[opts.config]
     ref = import_reference(opts.reference.resolve())
     steps, losses = build_steps(cfg, ref, opts.warmup + opts.rounds)
+    steps = {name: step for name, step in steps.items() if name in opts.variants}
     times: dict[str, list[float]] = {name: [] for name in steps}
     for r in range(opts.warmup + opts.rounds):
         last = {}
@@ -226,12 +238,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         done = "warm-up" if r < opts.warmup else "timed"
         print(f"round {r} ({done}): " + ", ".join(f"{k} {v:.2f}s" for k, v in last.items()), flush=True)
         if r == 0:
-            dj = abs(losses["jepa"][0] - losses["jepa_ours"][0])
-            dl = abs(losses["llava"][0] - losses["llava_ours"][0])
-            print(
-                f"round 0: |Δloss| JEPA {dj:.2e}, LLaVA {dl:.2e} (reference vs ours, identical weights)",
-                flush=True,
-            )
+            for kind, diff in first_loss_diff(losses).items():
+                print(
+                    f"round 0: |Δloss| {kind} {diff:.2e} (reference vs ours, identical weights)", flush=True
+                )
     med = {name: statistics.median(t) for name, t in times.items()}
     seq = int(make_batch(cfg, build_model(cfg, jepa=False), cached=True)["input_ids"].shape[1])
     print(
@@ -239,15 +249,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     for name, value in med.items():
         print(f"{name:18s} {value:8.3f} s/step (min {min(times[name]):.3f}, max {max(times[name]):.3f})")
-    ratios = {
-        "ref_jepa/ours_jepa": med["ref_jepa"] / med["ours_jepa"],
-        "ref_llava/ours_llava": med["ref_llava"] / med["ours_llava"],
-        "ours_jepa/ours_llava": med["ours_jepa"] / med["ours_llava"],
-        "ours_jepa_cached/ours_llava": med["ours_jepa_cached"] / med["ours_llava"],
-        "ours_jepa/floor": med["ours_jepa"] / med["floor"],
-        "ours_jepa_cached/floor": med["ours_jepa_cached"] / med["floor"],
-        "ours_jepa_full/ours_jepa": med["ours_jepa_full"] / med["ours_jepa"],
-    }
+    pairs = (
+        ("ref_jepa", "ours_jepa"),
+        ("ref_jepa", "ours_jepa_cached"),
+        ("ref_llava", "ours_llava"),
+        ("ours_jepa", "ours_llava"),
+        ("ours_jepa_cached", "ours_llava"),
+        ("ours_jepa", "floor"),
+        ("ours_jepa_cached", "floor"),
+        ("ours_jepa_full", "ours_jepa"),
+    )
+    ratios = {f"{a}/{b}": med[a] / med[b] for a, b in pairs if a in med and b in med}
     for key, value in ratios.items():
         print(f"{key:30s} {value:6.2f}x")
     summary = {
@@ -258,10 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "median_s": med,
         "ratios": ratios,
-        "first_loss_diff": {
-            "jepa": abs(losses["jepa"][0] - losses["jepa_ours"][0]),
-            "llava": abs(losses["llava"][0] - losses["llava_ours"][0]),
-        },
+        "first_loss_diff": first_loss_diff(losses),
     }
     if opts.json:
         opts.json.write_text(json.dumps(summary, indent=2) + "\n")
