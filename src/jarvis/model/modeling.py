@@ -30,7 +30,15 @@ from transformers import initialization as hf_init
 from transformers.modeling_outputs import CausalLMOutputWithPast, ModelOutput
 
 from jarvis.losses import IGNORE_INDEX, jepa_loss, ntp_loss, total_loss
-from jarvis.model.attention import base_allowed, jepa_allowed, to_additive
+from jarvis.model.attention import (
+    base_allowed,
+    gather_positions,
+    gather_square,
+    jepa_allowed,
+    kept_positions,
+    scatter_positions,
+    to_additive,
+)
 from jarvis.model.configuration import JarvisConfig
 from jarvis.model.embedding import check, splice_visual
 from jarvis.model.projector import build_projector
@@ -197,11 +205,17 @@ class JarvisForCausalLM(PreTrainedModel, GenerationMixin):
         jepa_targets: torch.Tensor | None = None,
         return_logits: bool = False,
         label_positions: torch.Tensor | None = None,
+        jepa_keep: torch.Tensor | None = None,
+        drop_unattended: bool = True,
         cache: Cache | None = None,
         **_: Any,
     ) -> JarvisOutput | CausalLMOutputWithPast:
         """One NTP step, plus the JEPA objective when ``jepa_context``/``jepa_targets`` are given.
 
+        A JEPA step runs the LM only on the positions it needs (``attention.kept_positions``): ``jepa_keep``
+        gives them precomputed on the host; without it they are found here when the batch is on the CPU
+        (elsewhere that would cost a host sync, so the full sequence runs). ``drop_unattended=False`` or
+        ``return_logits`` keeps the full sequence; the numbers are the same either way.
         With a ``cache`` (``generate``), one KV-cached decoding step instead: :meth:`forward_with_cache`.
         """
         if cache is not None:
@@ -215,10 +229,26 @@ class JarvisForCausalLM(PreTrainedModel, GenerationMixin):
         if jepa:
             _check_masks(jepa_context, jepa_targets, n_img, self.vision_tower.num_patches)
             embeds = self.write_mask_token(embeds, span, img_rows, jepa_targets)
-        mask = self.build_attention_mask(
-            attention_mask, span, has_image, jepa_context, jepa_targets, embeds.dtype
-        )
-        hidden, readout = self.run_language_model(embeds, mask, attention_mask, capture=jepa)  # (B, T, D)
+        allowed = self.allowed_attention(attention_mask, span, has_image, jepa_context, jepa_targets)
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding safe
+        keep = None
+        if jepa and drop_unattended and not return_logits:
+            keep = jepa_keep
+            if keep is None and embeds.device.type == "cpu":
+                keep = kept_positions(attention_mask, span, jepa_context, jepa_targets, has_image, labels)
+        if keep is not None:  # (B, T') original positions; every kept token keeps its position id
+            keep = keep.to(embeds.device, non_blocking=True)
+            embeds, allowed = gather_positions(embeds, keep), gather_square(allowed, keep)
+            position_ids = position_ids.gather(1, keep)
+        mask = to_additive(allowed, embeds.dtype)
+        hidden, readout = self.run_language_model(
+            embeds, mask, attention_mask, capture=jepa, position_ids=position_ids
+        )  # (B, T or T', D)
+        if keep is not None:  # back on the full sequence, so the heads index it as before
+            length = input_ids.shape[1]
+            last = hidden
+            hidden = scatter_positions(last, keep, length)
+            readout = hidden if readout is last else scatter_positions(readout, keep, length)
         loss_ntp, logits = self.ntp(hidden, labels, return_logits, label_positions)
         if jepa:
             feats = self.target_patch_features(pixel_values_target, target_features, n_img)  # (B_img, N, Dt)
@@ -277,6 +307,20 @@ class JarvisForCausalLM(PreTrainedModel, GenerationMixin):
         z = self.mask_token.weight[0].to(embeds.dtype)  # (D,)
         return torch.where(is_target.unsqueeze(-1), z, embeds)
 
+    def allowed_attention(
+        self,
+        attention_mask: torch.Tensor,
+        span: torch.Tensor,
+        has_image: torch.Tensor,
+        context: torch.Tensor | None,
+        targets: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Bool (B, T, T): causal (+ bidirectional visual span) (+ JEPA rules), paper-spec §6."""
+        allowed = base_allowed(attention_mask, span, bidir_visual=self.config.bidir_visual_attn)
+        if context is not None:
+            allowed = jepa_allowed(allowed, span, context, targets, has_image)
+        return allowed
+
     def build_attention_mask(
         self,
         attention_mask: torch.Tensor,
@@ -286,11 +330,8 @@ class JarvisForCausalLM(PreTrainedModel, GenerationMixin):
         targets: torch.Tensor | None,
         dtype: torch.dtype,
     ) -> torch.Tensor:
-        """Float (B, 1, T, T): causal (+ bidirectional visual span) (+ JEPA rules), paper-spec §6."""
-        allowed = base_allowed(attention_mask, span, bidir_visual=self.config.bidir_visual_attn)
-        if context is not None:
-            allowed = jepa_allowed(allowed, span, context, targets, has_image)
-        return to_additive(allowed, dtype)
+        """Float (B, 1, T, T): ``allowed_attention`` as an additive mask."""
+        return to_additive(self.allowed_attention(attention_mask, span, has_image, context, targets), dtype)
 
     def _readout_layer(self) -> nn.Module | None:
         """Decoder layer whose output is hidden_states[ℓ]; None when ℓ is the last (normed) state."""
@@ -301,12 +342,18 @@ class JarvisForCausalLM(PreTrainedModel, GenerationMixin):
         return self.language_model.get_decoder().layers[layer - 1]
 
     def run_language_model(
-        self, embeds: torch.Tensor, mask: torch.Tensor, attention_mask: torch.Tensor, capture: bool
+        self,
+        embeds: torch.Tensor,
+        mask: torch.Tensor,
+        attention_mask: torch.Tensor,
+        capture: bool,
+        position_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Final hidden state (B, T, D) and, when ``capture``, hidden_states[ℓ] (B, T, D).
 
         hidden_states[ℓ] (1-indexed, as the reference's ``jepa_llm_layer_idx``) is the output of decoder
-        layer ℓ-1, read with a forward hook so no other layer's activations are kept.
+        layer ℓ-1, read with a forward hook so no other layer's activations are kept. ``position_ids``
+        default to the 2-D ``attention_mask``'s (a compacted JEPA sequence passes its own).
         """
         captured: dict[str, torch.Tensor] = {}
         layer = self._readout_layer() if capture else None
@@ -315,7 +362,8 @@ class JarvisForCausalLM(PreTrainedModel, GenerationMixin):
             handle = layer.register_forward_hook(
                 lambda _m, _i, out: captured.__setitem__("h", out[0] if isinstance(out, tuple) else out)
             )
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding safe
+        if position_ids is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding safe
         try:
             out = self.language_model.get_decoder()(
                 inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False
