@@ -31,7 +31,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 
     params = _params(args)
     kind, name = next((k, getattr(args, k)) for k in ("data", "llm", "tower") if getattr(args, k))
-    return _print_metrics(download.run(params, kind, name))
+    return _print_metrics(download.run(params, kind, name, update_lock=args.update_lock,
+                                       pin_checksums=args.pin_checksums))
 
 
 def cmd_cache_features(args: argparse.Namespace) -> int:
@@ -126,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data")
     g.add_argument("--llm")
     g.add_argument("--tower")
+    d.add_argument("--update-lock", action="store_true",
+                   help="accept a floating revision that now names another commit than hub.lock.yaml (rewrites it)")
+    d.add_argument("--pin-checksums", action="store_true",
+                   help="URL archives whose checksum is null: trust this first download, record its sha256")
     d.set_defaults(func=cmd_download)
 
     c = sub.add_parser("cache-features", help="cache frozen context/target tower features of the stage-1 images")

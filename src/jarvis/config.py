@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 TemplateName = Literal["plain", "vicuna_v1", "qwen2", "mistral"]
 TrainableGroup = Literal["projector", "mask_token", "jepa_head", "llm", "vision", "target"]
@@ -102,11 +110,34 @@ class SyntheticData(_Strict):
     max_dropped_fraction: float = Field(ge=0.0, le=1.0)
 
 
+_RELPATH = r"^[A-Za-z0-9_.\-/]*$"  # these names reach paths: plain characters, and relative without `..` below
+Checksum = Annotated[str, StringConstraints(pattern=r"^(sha256:[0-9a-f]{64}|md5:[0-9a-f]{32})$")]
+
+
+class UrlArchive(_Strict):
+    """An image archive fetched over HTTP(S) (the stage-2 sources are not on one hub repo; jarvis.fetch)."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    # Required key. The published checksum ("sha256:<hex>" or "md5:<hex>"), or null where none is published:
+    # then `jarvis download --pin-checksums` trusts the first download and records its sha256 in hub.lock.yaml.
+    checksum: Checksum | None
+    root: str = Field(default="", pattern=_RELPATH)  # folder inside the archive that holds the images
+    dest: str = Field(min_length=1, pattern=_RELPATH)  # where the annotations expect them, e.g. coco/train2017
+
+    @field_validator("root", "dest")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/"):
+            raise ValueError(f"{value!r} must be a relative path without '..'")
+        return value.strip("/")
+
+
 class HubCorpus(_Strict):
     repo_id: str
     revision: str = "main"
     annotations: str
     archives: list[str] = []
+    url_archives: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")], UrlArchive] = {}
 
 
 class HubData(_Strict):
