@@ -8,6 +8,7 @@ it would one it filled itself.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -226,6 +227,10 @@ def llava_data_cache(archive: bytes, commit: str = SHA_A) -> None:
         hub.seed_cache(ref.repo_id, "dataset", commit, {"README.md": bench.encode(), "data/test.parquet": b"pq"})
 
 
+def without_url_archives(raw: dict[str, Any]) -> None:
+    raw["datasets"]["llava15"]["instruct"]["url_archives"] = {}
+
+
 def cli(*args: str) -> int:
     from jarvis import cli as jarvis_cli
 
@@ -376,14 +381,39 @@ def test_hub_dinov2_safetensors_never_reads_the_pickle(hf_cache: Path, project: 
     assert hub.read_lock() == {"model": {"facebook/dinov2-large": {"main": SHA_A}}}
 
 
-def test_hub_dataset_extracts_archives_locks_and_skips_when_complete(hf_cache: Path, project: Path) -> None:
+def test_hub_dataset_with_url_archives_lands_in_the_665k_layout(hf_cache: Path, project: Path) -> None:
+    """LCS-558K from the hub cache, the 665K mix's six image sources over HTTP (127.0.0.1), one atomic build."""
+    from archive_server import serve
+
     llava_data_cache(zip_bytes({"00000/a.png": b"png-a", "00000/b.png": b"png-b"}))
-    assert cli("--data", "llava15") == 0
+    raw = load_raw(project / "params.yaml")
+    sources = raw["datasets"]["llava15"]["instruct"]["url_archives"]
+    with serve() as server:
+        for name, src in sources.items():  # each source's zip as published: its images under `root/`
+            top = src["root"] if src["root"] != "*" else "whatever_the_mirror_calls_it"
+            path = f"/{name}/{Path(src['url']).name}"
+            server.files[path] = zip_bytes({f"{top}/{name}_0.jpg": name.encode(), f"{top}/{name}_1.jpg": b"1"})
+            src["url"] = server.url(path)
+        sources["coco"]["checksum"] = "md5:" + hashlib.md5(server.files["/coco/train2017.zip"]).hexdigest()
+        server.cut_after["/gqa/images.zip"] = 100  # a dropped connection on the way: resumed
+        (project / "params.yaml").write_text(yaml.safe_dump(raw))
+        assert cli("--data", "llava15") == 2  # checksums null in params.yaml and none pinned: refused
+        assert not server.requests and not (project / "data" / "llava15" / "instruct").exists()
+        assert cli("--data", "llava15", "--pin-checksums") == 0
     out = project / "data" / "llava15"
+    ins = out / "instruct"
+    for name, src in sources.items():
+        assert (ins / src["dest"] / f"{name}_0.jpg").read_bytes() == name.encode()
+    assert {p.relative_to(ins).as_posix() for p in ins.glob("*/*") if p.is_dir()} == {
+        "coco/train2017", "gqa/images", "ocr_vqa/images", "textvqa/train_images", "vg/VG_100K", "vg/VG_100K_2"}
+    fetched = download.manifest(ins)["url_archives"]
+    assert fetched["coco"]["checksum_from"] == "params.yaml" and fetched["gqa"]["requests"] == 2
+    assert hub.read_lock()["archive"].keys() == {sources[n]["url"] for n in sources if n != "coco"}
+
     assert (out / "pretrain" / "00000" / "a.png").read_bytes() == b"png-a"
     assert sorted(p.name for p in (out / "pretrain").iterdir() if p.is_file()) == [
         "blip_laion_cc_sbu_558k.json", "download.json"]  # only what params.yaml names; the zip stays in the cache
-    assert (out / "instruct" / "llava_v1_5_mix665k.json").is_file()
+    assert (ins / "llava_v1_5_mix665k.json").is_file() and not (ins / "llava_instruct_150k.json").exists()
     assert download.manifest(out / "pretrain")["extracted"] == 2
     assert download.manifest(out / "pretrain")["commit"] == SHA_A
     benches = tiny_params().datasets["llava15"].benchmarks
@@ -394,14 +424,14 @@ def test_hub_dataset_extracts_archives_locks_and_skips_when_complete(hf_cache: P
     assert all(v == {"main": SHA_A} for v in lock.values())
     assert no_temp_leftovers(out)
 
-    shutil.rmtree(hf_cache)  # every part has its manifest: nothing is looked up again
-    assert set(download.run(tiny_params(), "data", "llava15")) == {"wall_s"}
+    shutil.rmtree(hf_cache)  # every part has its manifest: nothing is looked up or fetched again
+    assert set(download.run(validate_params(raw), "data", "llava15")) == {"wall_s"}
 
 
 def test_zip_slip_member_is_refused(hf_cache: Path, project: Path) -> None:
     llava_data_cache(zip_bytes({"00000/a.png": b"png-a", "../evil": b"pwned"}))
     with pytest.raises(ValueError, match=r"member '\.\./evil' escapes the extraction root"):
-        download.run(tiny_params(), "data", "llava15")
+        download.run(tiny_params(edit=without_url_archives), "data", "llava15")
     assert not list(project.rglob("evil"))
     assert not (project / "data" / "llava15" / "pretrain").exists()  # never renamed into place
 
@@ -410,4 +440,4 @@ def test_missing_archive_is_named(hf_cache: Path, project: Path) -> None:
     llava_data_cache(zip_bytes({"a.png": b"x"}))
     (hub.repo_folder(PRETRAIN, "dataset") / "snapshots" / SHA_A / "images.zip").unlink()
     with pytest.raises(FileNotFoundError, match=r"images\.zip listed in params\.yaml is missing"):
-        download.run(tiny_params(), "data", "llava15")
+        download.run(tiny_params(edit=without_url_archives), "data", "llava15")

@@ -121,7 +121,8 @@ class UrlArchive(_Strict):
     # Required key. The published checksum ("sha256:<hex>" or "md5:<hex>"), or null where none is published:
     # then `jarvis download --pin-checksums` trusts the first download and records its sha256 in hub.lock.yaml.
     checksum: Checksum | None
-    root: str = Field(default="", pattern=_RELPATH)  # folder inside the archive that holds the images
+    # Folder inside the archive that holds the images ("" = the archive root, "*" = its single top-level folder).
+    root: str = Field(default="", pattern=r"^(\*|[A-Za-z0-9_.\-/]*)$")
     dest: str = Field(min_length=1, pattern=_RELPATH)  # where the annotations expect them, e.g. coco/train2017
 
     @field_validator("root", "dest")

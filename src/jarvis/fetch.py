@@ -136,6 +136,11 @@ def extract(archive: Path, root: str, dest: Path) -> int:
             p = Path(info.filename)
             if p.is_absolute() or ".." in p.parts or info.filename.startswith(("/", "\\")):
                 raise ValueError(f"{archive.name}: member {info.filename!r} escapes the extraction root")
+        if root == "*":  # the archive's one top-level folder, whatever it is called
+            tops = {i.filename.split("/", 1)[0] for i in infos}
+            if len(tops) != 1 or not any("/" in i.filename for i in infos):
+                raise ValueError(f"{archive.name}: root '*' needs one top-level folder, found {sorted(tops)[:5]}")
+            root = tops.pop()
         prefix = f"{root}/" if root else ""
         members = [i for i in infos if i.filename.startswith(prefix) and i.filename != prefix]
         if not any(not i.is_dir() for i in members):
@@ -154,17 +159,29 @@ def extract(archive: Path, root: str, dest: Path) -> int:
         return n
 
 
+def require_checksums(archives: dict[str, tuple[str, str | None]], pin: bool = False) -> None:
+    """Before any byte is fetched: each archive (name -> (url, checksum)) has a checksum to be verified against,
+    declared or pinned, unless pinning on this download was asked for explicitly."""
+    from jarvis import hub
+    from jarvis.config import ConfigError
+
+    if pin or hub._truthy(os.environ.get(PIN_ENV)):
+        return
+    missing = [f"{name} ({url})" for name, (url, checksum) in archives.items()
+               if checksum is None and hub.locked("archive", url, "sha256") is None]
+    if missing:
+        raise ConfigError(f"url_archives {', '.join(missing)}: checksum is null and {hub.lock_path()} pins none. "
+                          f"Declare the published checksum in params.yaml, or run once with `jarvis download "
+                          f"--pin-checksums` ({PIN_ENV}=1) to trust this first download and record its sha256.")
+
+
 def fetch_archive(name: str, url: str, checksum: str | None, root: str, dest: Path, *, pin: bool = False,
                   downloads: Path, **transfer: Any) -> dict[str, Any]:
     """Download, verify and extract one declared archive into ``dest``. Returns what the manifest records."""
     from jarvis import hub
 
+    require_checksums({name: (url, checksum)}, pin)
     pinned = hub.locked("archive", url, "sha256")
-    pin = pin or hub._truthy(os.environ.get(PIN_ENV))
-    if checksum is None and pinned is None and not pin:
-        raise ValueError(f"url_archives.{name} ({url}): checksum is null and {hub.lock_path()} pins none. Declare "
-                         f"the published checksum in params.yaml, or run once with `jarvis download --pin-checksums` "
-                         f"({PIN_ENV}=1) to trust this first download and record its sha256.")
     file = downloads / f"{name}-{Path(url.split('?')[0]).name or 'archive'}"
     stats = download(url, file, **transfer)
     source = "params.yaml"

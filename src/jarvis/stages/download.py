@@ -101,6 +101,7 @@ def _url_archives(corpus: HubCorpus, pin: bool) -> Any:
     from jarvis import fetch
 
     def step(tmp: Path) -> dict[str, Any]:
+        fetch.require_checksums({n: (a.url, a.checksum) for n, a in corpus.url_archives.items()}, pin)
         return {name: fetch.fetch_archive(name, a.url, a.checksum, a.root, tmp / a.dest, pin=pin,
                                           downloads=paths.downloads_dir())
                 for name, a in corpus.url_archives.items()}
@@ -125,6 +126,11 @@ def download_data(params: Params, name: str, update_lock: bool = False, pin_chec
                                                       image_size=spec.image_size, seed=spec.seed))
             write_json_atomic(tmp / MANIFEST, {"kind": "synthetic", "counts": counts})
         return {f"n_{k}": v for k, v in counts.items()}
+    from jarvis import fetch
+
+    for part in ("pretrain", "instruct"):  # refuse an unverifiable archive before fetching anything
+        fetch.require_checksums({n: (a.url, a.checksum) for n, a in getattr(spec, part).url_archives.items()},
+                                pin_checksums)
     metrics: dict[str, Any] = {}
     for part in ("pretrain", "instruct"):
         corpus = getattr(spec, part)
