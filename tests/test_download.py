@@ -348,7 +348,7 @@ def test_unsafe_or_odd_pickle_is_refused_naming_the_file(hf_cache: Path, project
 
 def test_hub_model_without_weights_fails_naming_the_repo(hf_cache: Path, project: Path) -> None:
     hub.seed_cache(VICUNA, "model", SHA_A, {"config.json": b"{}", "optimizer.pt": b"x"})
-    with pytest.raises(FileNotFoundError, match=rf"{VICUNA}@main: no weights \(neither \*\.safetensors nor"):
+    with pytest.raises(FileNotFoundError, match=rf"{VICUNA}@main: no weights \(neither model\*\.safetensors nor"):
         download.run(tiny_params(), "llm", "vicuna7b")
     assert not (project / "models" / "llm" / "vicuna7b").exists()
 

@@ -39,6 +39,9 @@ ST_INDEX = "model.safetensors.index.json"
 _BIN_SHARD = re.compile(r"^pytorch_model(-\d{5}-of-\d{5})?\.bin$")
 # What a model snapshot contributes besides weights: configs, tokenizer files, chat templates.
 MODEL_FILES = ["*.json", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+# transformers' weight names (model.safetensors, model-00001-of-00004.safetensors); not e.g. Mistral's
+# consolidated.safetensors, the same weights again in another layout.
+ST_WEIGHTS = "model*.safetensors"
 
 
 class LockConflict(RuntimeError):

@@ -10,6 +10,7 @@ the tokenizer with its chat template, build the tiny LM / tower from its config 
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import time
 import zipfile
@@ -44,19 +45,19 @@ def _hub_model(ref: HubRef, tmp: Path, what: str, update_lock: bool) -> tuple[di
     the commit has no safetensors, converted (jarvis.hub.convert_bin). Other pickles (``*.pt``, ``*.ckpt``,
     training_args.bin, ...) are never taken."""
     snap = hub.snapshot(ref.repo_id, ref.revision, "model", update_lock=update_lock,
-                        allow_patterns=[*hub.MODEL_FILES, "*.safetensors"])
+                        allow_patterns=[*hub.MODEL_FILES, hub.ST_WEIGHTS])
     top = {f.name for f in snap.path.iterdir() if f.is_file()}
     if not (snap.path / "config.json").is_file():
         raise FileNotFoundError(f"{what} {ref.repo_id}@{ref.revision}: no config.json in the snapshot")
     converted = None
-    if not any(n.endswith(".safetensors") for n in top):
+    if not any(fnmatch.fnmatch(n, hub.ST_WEIGHTS) for n in top):
         snap = hub.fetch(snap, [*hub.MODEL_FILES, "pytorch_model*.bin"])
         if not hub.bin_shards(snap.path):
-            raise FileNotFoundError(f"{what} {ref.repo_id}@{ref.revision}: no weights (neither *.safetensors nor "
+            raise FileNotFoundError(f"{what} {ref.repo_id}@{ref.revision}: no weights (neither model*.safetensors nor "
                                     f"pytorch_model*.bin)")
         converted = hub.convert_bin(snap.path, tmp)
-    taken = [n for n in hub.snapshot_files(snap.path, [*hub.MODEL_FILES, "*.safetensors"])
-             if "/" not in n and n != hub.BIN_INDEX]
+    taken = [n for n in hub.snapshot_files(snap.path, [*hub.MODEL_FILES, hub.ST_WEIGHTS])
+             if "/" not in n and n != hub.BIN_INDEX and not (converted and n == hub.ST_INDEX)]
     for name in taken:
         hub.place(snap.path / name, tmp / name)
     info = {**snap.record(), "files": sorted(taken + (converted["to"] if converted else [])),
