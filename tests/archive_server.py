@@ -17,6 +17,8 @@ class ArchiveServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files: dict[str, bytes] = {}
         self.cut_after: dict[str, int] = {}  # path -> bytes sent before the next response to it breaks off
+        self.fail_with: dict[str, list[int]] = {}  # path -> status codes answered (in order) before serving it
+        self.ignore_range: set[str] = set()  # paths served whole (200) even when a Range is asked
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
 
     def url(self, path: str) -> str:
@@ -30,6 +32,11 @@ class _Handler(BaseHTTPRequestHandler):
         rng = self.headers.get("Range")
         self.server.requests.append((self.path, rng))
         data = self.server.files.get(self.path)
+        if self.server.fail_with.get(self.path):
+            self.send_error(self.server.fail_with[self.path].pop(0))
+            return
+        if self.path in self.server.ignore_range:
+            rng = None
         if data is None:
             self.send_error(404, "Not Found")
             return

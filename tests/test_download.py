@@ -317,6 +317,18 @@ def test_moved_revision_is_an_error_unless_the_update_is_asked(hf_cache: Path, p
     assert "Commit it with the results" in (project / "hub.lock.yaml").read_text()
 
 
+def test_update_env_accepts_a_moved_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(hub.UPDATE_ENV, raising=False)
+    hub.lock("model", VICUNA, "main", SHA_A)
+    hub.check_lock("model", VICUNA, "main", SHA_A)  # the same commit: fine
+    hub.check_lock("model", VICUNA, "v1", SHA_B)  # another name: fine
+    with pytest.raises(hub.LockConflict):
+        hub.check_lock("model", VICUNA, "main", SHA_B)
+    monkeypatch.setenv(hub.UPDATE_ENV, "1")  # what `dvc repro` / snakemake runs can set
+    hub.check_lock("model", VICUNA, "main", SHA_B)
+
+
 class _RunsCode:
     """Unpickling this calls Path.touch(marker): what torch.load(weights_only=False) would execute."""
 

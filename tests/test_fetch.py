@@ -80,6 +80,33 @@ def test_complete_partial_is_accepted_on_416(server: ArchiveServer, tmp_path: Pa
     assert server.requests == [("/b.zip", "bytes=10-")]
 
 
+def test_transient_errors_are_retried_with_backoff(server: ArchiveServer, tmp_path: Path) -> None:
+    server.files["/c.zip"] = b"payload"
+    server.fail_with["/c.zip"] = [503, 502]
+    assert fetch.download(server.url("/c.zip"), tmp_path / "c.zip", **FAST)["requests"] == 3
+    assert (tmp_path / "c.zip").read_bytes() == b"payload"
+    server.fail_with["/d.zip"] = [503] * 3
+    with pytest.raises(fetch.FetchError, match=r"/d\.zip: failed after 3 attempts, last error: HTTP Error 503"):
+        fetch.download(server.url("/d.zip"), tmp_path / "d.zip", retries=2, **FAST)
+
+
+def test_server_ignoring_the_range_restarts_the_file(server: ArchiveServer, tmp_path: Path) -> None:
+    data = coco_zip()
+    server.files["/e.zip"] = data
+    server.ignore_range.add("/e.zip")
+    (tmp_path / "e.zip.partial").write_bytes(b"stale prefix")
+    fetch.download(server.url("/e.zip"), tmp_path / "e.zip", **FAST)
+    assert (tmp_path / "e.zip").read_bytes() == data  # not appended to the stale bytes
+
+
+def test_partial_longer_than_the_remote_file_starts_over(server: ArchiveServer, tmp_path: Path) -> None:
+    server.files["/f.zip"] = b"0123"
+    (tmp_path / "f.zip.partial").write_bytes(b"0123456789")  # the file behind the URL shrank
+    assert fetch.download(server.url("/f.zip"), tmp_path / "f.zip", **FAST)["requests"] == 2
+    assert (tmp_path / "f.zip").read_bytes() == b"0123"
+    assert server.requests == [("/f.zip", "bytes=10-"), ("/f.zip", None)]
+
+
 def test_404_is_named_and_not_retried(server: ArchiveServer, tmp_path: Path) -> None:
     with pytest.raises(fetch.FetchError, match=rf"{server.url('/gqa/images.zip')}: HTTP 404"):
         fetch.download(server.url("/gqa/images.zip"), tmp_path / "images.zip", **FAST)

@@ -62,7 +62,8 @@ def _transfer(url: str, partial: Path, timeout_s: float, chunk: int) -> None:
             _, total = _content_range(err.headers.get("Content-Range"))
             if total == have:
                 return
-            partial.unlink()  # larger than the remote file: not a prefix of it
+            partial.unlink()  # larger than the remote file: not a prefix of it; the retry starts over
+            raise http.client.HTTPException(f"{partial.name} is longer than the remote file ({total} bytes)") from None
         raise
     with resp:
         if resp.status == 206:
