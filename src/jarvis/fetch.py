@@ -166,7 +166,7 @@ def require_checksums(archives: dict[str, tuple[str, str | None]], pin: bool = F
     from jarvis import hub
     from jarvis.config import ConfigError
 
-    if pin or hub._truthy(os.environ.get(PIN_ENV)):
+    if pin or hub.truthy(os.environ.get(PIN_ENV)):
         return
     missing = [f"{name} ({url})" for name, (url, checksum) in archives.items()
                if checksum is None and hub.locked("archive", url, "sha256") is None]

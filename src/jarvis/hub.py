@@ -48,7 +48,7 @@ class LockConflict(RuntimeError):
     """The hub now serves another commit for a name that hub.lock.yaml pins."""
 
 
-def _truthy(value: str | None) -> bool:
+def truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
@@ -56,7 +56,7 @@ def offline() -> bool:
     """Read at call time (huggingface_hub reads its constant once, at import)."""
     from huggingface_hub import constants
 
-    return (_truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("TRANSFORMERS_OFFLINE"))
+    return (truthy(os.environ.get("HF_HUB_OFFLINE")) or truthy(os.environ.get("TRANSFORMERS_OFFLINE"))
             or bool(constants.HF_HUB_OFFLINE))
 
 
@@ -121,7 +121,8 @@ def snapshot(repo_id: str, revision: str, repo_type: str, *, allow_patterns: lis
     """
     commit = resolve(repo_id, revision, repo_type)
     check_lock(repo_type, repo_id, revision, commit, update_lock)
-    return fetch(Snapshot(repo_id, repo_type, revision, commit, Path()), allow_patterns)
+    expected = repo_folder(repo_id, repo_type) / "snapshots" / commit  # where the library will put it
+    return fetch(Snapshot(repo_id, repo_type, revision, commit, expected), allow_patterns)
 
 
 def fetch(snap: Snapshot, allow_patterns: list[str] | None) -> Snapshot:
@@ -145,7 +146,7 @@ def lock_path() -> Path:
 
 
 def update_requested(flag: bool = False) -> bool:
-    return flag or _truthy(os.environ.get(UPDATE_ENV))
+    return flag or truthy(os.environ.get(UPDATE_ENV))
 
 
 def read_lock() -> dict[str, Any]:
