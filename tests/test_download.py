@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -384,7 +387,11 @@ def test_hub_dinov2_safetensors_never_reads_the_pickle(hf_cache: Path, project: 
                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
     files = dinov2_checkpoint(tmp_path_factory.mktemp("dino"))
     hub.seed_cache("facebook/dinov2-large", "model", SHA_A, files)
-    assert cli("--tower", "dinov2_l") == 0
+    # A separate `jarvis download` process, so HF_HUB_OFFLINE=1 is in place before huggingface_hub is imported.
+    proc = subprocess.run([sys.executable, "-m", "jarvis", "download", "--tower", "dinov2_l"], cwd=project,
+                          env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["converted"] == 0
     out = project / "models" / "tower" / "dinov2_l"
     m = download.manifest(out)
     assert m["converted"] is None and m["grid"] == [42, 42]  # image_size: 336 over patch 8

@@ -138,6 +138,8 @@ def download_data(params: Params, name: str, update_lock: bool = False, pin_chec
         info = _hub_dataset(corpus, out / part, update_lock, _url_archives(corpus, pin_checksums))
         if info:
             metrics[f"{part}_extracted"] = info["extracted"]
+            if "url_archives" in info:
+                metrics[f"{part}_url_archive_files"] = sum(a["files"] for a in info["url_archives"].values())
     for bench, ref in spec.benchmarks.items():
         if _hub_dataset(ref, out / bench, update_lock):
             metrics[f"benchmark_{bench}"] = 1
