@@ -24,6 +24,7 @@ from conftest import ROOT
 from jarvis.config import Params, load_raw, validate_params
 from jarvis.data.templates import IMAGE_TOKEN, get_template
 from jarvis.data.tokenizer import build_tokenizer
+from jarvis.io import PARTIAL_RECORD
 from jarvis.model.vision import VisionTower
 from jarvis.stages import download
 
@@ -321,10 +322,28 @@ def test_failed_download_keeps_partial_and_resumes(project: Path, fake_hub, tmp_
 
     download.run(params, "llm", "vicuna7b")
     assert hub.calls[1]["already_there"] == [
-        "config.json"
-    ]  # the second call resumed into the same partial dir
+        PARTIAL_RECORD, "config.json"
+    ]  # the second call resumed into the same partial dir (which records what it is a snapshot of)
     assert not partial.exists()
     assert (project / "models" / "llm" / "vicuna7b" / "model.safetensors").is_file()
+    assert not (project / "models" / "llm" / "vicuna7b" / PARTIAL_RECORD).exists()
+
+
+def test_partial_download_of_another_revision_is_discarded(
+    project: Path, fake_hub, tmp_path_factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = tiny_llama_repo(tmp_path_factory.mktemp("hub") / "vicuna", plain_tokenizer())
+    hub = fake_hub({VICUNA: src}, fail_after={VICUNA: 1})
+    with pytest.raises(RuntimeError, match="connection reset"):
+        download.run(tiny_params(), "llm", "vicuna7b")
+
+    def pin(raw: dict[str, Any]) -> None:
+        raw["llms"]["vicuna7b"]["hub"]["revision"] = "0123abcd"
+
+    with caplog.at_level("WARNING", logger="jarvis.io"):
+        download.run(tiny_params(edit=pin), "llm", "vicuna7b")
+    assert "discarding partial model download" in caplog.text
+    assert hub.calls[1]["already_there"] == [PARTIAL_RECORD]  # nothing of the other revision was kept
 
 
 def test_hub_clip_vision_tower(project: Path, fake_hub, tmp_path_factory) -> None:

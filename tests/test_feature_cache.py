@@ -141,7 +141,7 @@ def test_stale_partial_cache_is_discarded_when_settings_change(
         raw["towers"]["tiny_clip"]["feature_layer"] = -1
         raw["datasets"]["synth"]["feature_cache_dtype"] = "float16"
 
-    with caplog.at_level(logging.WARNING, logger="jarvis.stages.cache_features"):
+    with caplog.at_level(logging.WARNING, logger="jarvis.io"):
         metrics = cache_features.run(tiny_params(edit=edit), "synth", "tiny_clip", "tiny_dinov2")
     assert metrics["reused_shards"] == 0 and metrics["n_shards"] == 2
     assert "discarding partial feature cache" in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -68,6 +69,37 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
 def read_json(path: str | os.PathLike[str]) -> Any:
     with Path(path).open() as fh:
         return json.load(fh)
+
+
+# ---- partial work --------------------------------------------------------------------------------------------------
+
+PARTIAL_RECORD = ".jarvis-producer.json"  # inside every resumable ``*.partial`` directory
+
+
+def digest(obj: Any) -> str:
+    """sha256 (16 hex) of the canonical JSON of ``obj``."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()[:16]
+
+
+def claim_partial(partial: str | os.PathLike[str], producer: Any, what: str) -> str:
+    """Resume into ``partial`` only if it was made by ``producer`` (the inputs and settings of the work): a partial
+    directory recording another producer, or none, is discarded with a warning. Returns the producer digest."""
+    partial = Path(partial)
+    want = digest(producer)
+    record = partial / PARTIAL_RECORD
+    if partial.exists():
+        try:
+            old = read_json(record).get("digest")
+        except (OSError, ValueError, AttributeError):
+            old = None
+        if old != want:
+            logger.warning("discarding partial %s %s: made by %s, not by the current inputs/settings (%s)",
+                           what, partial, old or "unrecorded inputs", want)
+            shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    if not record.is_file():
+        write_json_atomic(record, {"digest": want, "producer": producer})
+    return want
 
 
 # ---- the stage lock ------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Both towers are frozen in stage 1 (paper-spec §8), so their outputs are a pure 
 once removes the towers from every training step (the reference runs DINOv2-L and CLIP-L in each step). Output:
 sharded safetensors (``context`` [n,N,Dv] before the projector, ``target`` [n,Nt,Dt]) + ``index.json``, in the
 format of jarvis.data.dataset.FeatureCache. Resumable per shard: finished shards in the partial directory are kept
--- but only while the partial directory's ``producer.json`` names the same inputs and settings (params of both towers
+-- but only while the partial directory's ``.jarvis-producer.json`` names the same inputs and settings (params of both towers
 and the data set, dtype, shard size, the tower configs, the sample list) and the shard's sha256 still matches;
 otherwise the partial work is discarded, with a warning. The index records that producer (digest and config), the
 dtype, and per shard its shapes and sha256, which the reader verifies before training.
@@ -32,41 +32,19 @@ log = logging.getLogger(__name__)
 SHARD_SIZE = 1024
 BATCH = 32
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-PRODUCER = "producer.json"  # in the partial directory: what the shards there were made from
 FORMAT = 2  # feature-cache format: 2 = per-shard sha256, dtype and shapes in index.json
 
 
 def producer(view: dict[str, Any], dtype: str, samples: list[dict[str, Any]], tower_dirs: list[Path]
              ) -> dict[str, Any]:
-    """What a feature cache's numbers depend on, and its sha256 (16 hex) under ``digest``."""
+    """What a feature cache's numbers depend on (recorded in the partial directory and in index.json)."""
     configs = {}
     for d in tower_dirs:  # the saved tower configs (the weights are fixed by the params + download stage)
         cfg = d / "config.json"
         configs[str(d)] = hashlib.sha256(cfg.read_bytes()).hexdigest() if cfg.is_file() else None
     listing = hashlib.sha256(json.dumps([[str(x["id"]), x["image"]] for x in samples]).encode()).hexdigest()
-    body = {"format": FORMAT, "params": view, "dtype": dtype, "shard_size": SHARD_SIZE, "tower_configs": configs,
+    return {"format": FORMAT, "params": view, "dtype": dtype, "shard_size": SHARD_SIZE, "tower_configs": configs,
             "samples": listing}
-    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return {"digest": hashlib.sha256(blob).hexdigest()[:16], **body}
-
-
-def open_partial(partial: Path, made_by: dict[str, Any]) -> None:
-    """Keep ``partial`` only if it was made by ``made_by``; otherwise discard it (with a log line) and start it anew."""
-    from jarvis.io import read_json, write_json_atomic
-
-    record = partial / PRODUCER
-    if partial.exists():
-        try:
-            old = read_json(record).get("digest")
-        except (OSError, ValueError, AttributeError):
-            old = None
-        if old != made_by["digest"]:
-            log.warning("discarding partial feature cache %s: made by %s, not by the current inputs/settings %s",
-                        partial, old or "unknown inputs", made_by["digest"])
-            shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    if not record.is_file():
-        write_json_atomic(record, made_by)
 
 
 def _reusable(partial: Path, name: str, start: int, count: int) -> dict[str, Any] | None:
@@ -111,7 +89,7 @@ def _encode(samples: list[dict[str, Any]], root: Path, transform: Any, vision: A
 def run(params: Params, data: str, vision_name: str, target_name: str | None) -> dict[str, Any]:
     from jarvis import tracking
     from jarvis.data.dataset import load_and_validate, write_feature_index, write_feature_shard
-    from jarvis.io import atomic_dir, write_text_atomic
+    from jarvis.io import PARTIAL_RECORD, atomic_dir, claim_partial, write_text_atomic
 
     exp = next((e for e in params.run.experiments
                 if params.experiments[e].data == data and params.experiments[e].vision == vision_name), None)
@@ -135,7 +113,7 @@ def run(params: Params, data: str, vision_name: str, target_name: str | None) ->
                                           *([f"towers.{target_name}"] if target_name else [])])
         made_by = producer(view, spec.feature_cache_dtype, with_image,
                            [paths.tower_dir(vision_name), *([paths.tower_dir(target_name)] if target_name else [])])
-        open_partial(partial, made_by)
+        made_digest = claim_partial(partial, made_by, "feature cache")
         shards, reused = [], 0
         for k, start in enumerate(range(0, len(with_image), SHARD_SIZE)):
             chunk = with_image[start : start + SHARD_SIZE]
@@ -151,11 +129,11 @@ def run(params: Params, data: str, vision_name: str, target_name: str | None) ->
             write_text_atomic(partial / f"{name}.done", json.dumps(entry))
         meta = {"data": data, "vision": vision_name, "target": target_name, "dtype": spec.feature_cache_dtype,
                 "grid": list(vision.grid), "target_grid": list(target.grid) if target else None,
-                "drops": report, "format": FORMAT, "producer": made_by["digest"], "config": made_by}
+                "drops": report, "format": FORMAT, "producer": made_digest, "config": made_by}
         write_feature_index(partial, [s["id"] for s in with_image], shards, meta)
         with atomic_dir(out) as tmp:
             for f in partial.iterdir():
-                if not f.name.endswith(".done") and f.name != PRODUCER:
+                if not f.name.endswith(".done") and f.name != PARTIAL_RECORD:
                     os.replace(f, tmp / f.name)
         shutil.rmtree(partial)
         metrics = {"n_images": len(with_image), "n_shards": len(shards), "reused_shards": reused,

@@ -17,7 +17,7 @@ from typing import Any
 
 from jarvis import paths
 from jarvis.config import HubRef, LLMSpec, Params, SyntheticData, TowerSpec
-from jarvis.io import atomic_dir, read_json, write_json_atomic
+from jarvis.io import PARTIAL_RECORD, atomic_dir, claim_partial, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 MANIFEST = "download.json"
@@ -25,11 +25,15 @@ MANIFEST = "download.json"
 
 # ------------------------------------------------------------------ hub
 def _snapshot(repo_id: str, revision: str, repo_type: str, out: Path, **kwargs: Any) -> Path:
-    """Resumable snapshot into ``<out>.partial`` (kept across failures), renamed to ``out`` once verified."""
+    """Resumable snapshot into ``<out>.partial`` (kept across failures), renamed to ``out`` once verified.
+
+    The partial directory records what it is a snapshot of; one of another repo/revision/selection is discarded.
+    """
     from huggingface_hub import snapshot_download
 
     partial = out.with_name(out.name + ".partial")
-    partial.mkdir(parents=True, exist_ok=True)
+    claim_partial(partial, {"repo_id": repo_id, "revision": revision, "repo_type": repo_type, **kwargs},
+                  f"{repo_type} download")
     try:
         snapshot_download(repo_id=repo_id, revision=revision, repo_type=repo_type, local_dir=partial, **kwargs)
     except Exception as err:  # the hub client's errors are many; name the artifact and keep the partial dir
@@ -38,6 +42,7 @@ def _snapshot(repo_id: str, revision: str, repo_type: str, out: Path, **kwargs: 
 
 
 def _finish(partial: Path, out: Path) -> None:
+    (partial / PARTIAL_RECORD).unlink(missing_ok=True)
     if out.exists():
         import shutil
 
