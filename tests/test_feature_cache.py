@@ -150,6 +150,17 @@ def test_stale_partial_cache_is_discarded_when_settings_change(
     assert cache.index["dtype"] == "float16" and {s["dtype"] for s in cache.index["shards"]} == {"float16"}
     assert cache.index["config"]["params"]["towers.tiny_clip"]["feature_layer"] == -1
     assert not partial.exists()
+    # What the training stage checks on read: the cache was made by the current params.
+    FeatureCache(out, expect=cache_features.expected_index(tiny_params(edit=edit), "synth", "tiny_clip", "tiny_dinov2"))
+    with pytest.raises(FeatureCacheError, match="made with dtype='float16', expected 'float32'"):
+        FeatureCache(out, expect=cache_features.expected_index(params, "synth", "tiny_clip", "tiny_dinov2"))
+
+    def dtype_only(raw: dict[str, Any]) -> None:  # same dtype, the old feature_layer
+        raw["datasets"]["synth"]["feature_cache_dtype"] = "float16"
+
+    old_layer = cache_features.expected_index(tiny_params(edit=dtype_only), "synth", "tiny_clip", "tiny_dinov2")
+    with pytest.raises(FeatureCacheError, match="made with params_digest="):
+        FeatureCache(out, expect=old_layer)
 
 
 def test_partial_cache_of_the_same_settings_is_reused(project: Path,  # noqa: F811

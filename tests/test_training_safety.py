@@ -233,3 +233,20 @@ def test_resumed_run_logs_one_mlflow_point_per_step(tmp_path: Path, mlflow_uri: 
     history = [json.loads(line) for line in (tmp_path / "runs" / "history.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4]
     assert metrics["steps"] == 4
+
+
+def test_text_pretraining_divergence_fails_naming_step_and_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Stage 0 (text pretraining of the tiny LM inside `download`) has its own loop: same guard.
+    from types import SimpleNamespace
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from jarvis.stages import text_pretrain
+
+    monkeypatch.setattr(text_pretrain, "_examples", lambda tok, path, max_length: [([1, 2, 3, 4], [1, 2, 3, 4])] * 4)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, vocab_size=32))
+    with pytest.raises(TrainingDiverged, match=r"text pretraining diverged at step 1: non-finite weight"):
+        text_pretrain.pretrain_text(model, SimpleNamespace(pad_token_id=0), Path("unused"), steps=3, batch_size=2,
+                                    learning_rate=math.inf, seed=0)

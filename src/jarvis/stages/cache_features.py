@@ -35,6 +35,20 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 FORMAT = 2  # feature-cache format: 2 = per-shard sha256, dtype and shapes in index.json
 
 
+def params_view(params: Params, data: str, vision: str, target: str | None) -> dict[str, Any]:
+    """Exactly the params the features depend on (an experiment's refs may name another target tower)."""
+    return stage_params_view(params, [f"towers.{vision}", f"datasets.{data}", *([f"towers.{target}"] if target else [])])
+
+
+def expected_index(params: Params, data: str, vision: str, target: str | None) -> dict[str, Any]:
+    """Index entries a cache made from ``params`` carries; readers pass them as ``FeatureCache(expect=...)``."""
+    from jarvis.io import digest
+
+    dtype = params.datasets[data].feature_cache_dtype
+    return {"dtype": dtype, "params_digest": digest({"params": params_view(params, data, vision, target),
+                                                      "dtype": dtype})}
+
+
 def producer(view: dict[str, Any], dtype: str, samples: list[dict[str, Any]], tower_dirs: list[Path]
              ) -> dict[str, Any]:
     """What a feature cache's numbers depend on (recorded in the partial directory and in index.json)."""
@@ -108,9 +122,7 @@ def run(params: Params, data: str, vision_name: str, target_name: str | None) ->
 
         out = paths.features_dir(key)
         partial = out.with_name(out.name + ".partial")  # undeclared, survives reruns: per-shard resume
-        # exactly the params the features depend on (the experiment's refs may name another target tower)
-        view = stage_params_view(params, [f"towers.{vision_name}", f"datasets.{data}",
-                                          *([f"towers.{target_name}"] if target_name else [])])
+        view = params_view(params, data, vision_name, target_name)
         made_by = producer(view, spec.feature_cache_dtype, with_image,
                            [paths.tower_dir(vision_name), *([paths.tower_dir(target_name)] if target_name else [])])
         made_digest = claim_partial(partial, made_by, "feature cache")
@@ -129,7 +141,8 @@ def run(params: Params, data: str, vision_name: str, target_name: str | None) ->
             write_text_atomic(partial / f"{name}.done", json.dumps(entry))
         meta = {"data": data, "vision": vision_name, "target": target_name, "dtype": spec.feature_cache_dtype,
                 "grid": list(vision.grid), "target_grid": list(target.grid) if target else None,
-                "drops": report, "format": FORMAT, "producer": made_digest, "config": made_by}
+                "drops": report, "format": FORMAT, "producer": made_digest, "config": made_by,
+                **expected_index(params, data, vision_name, target_name)}
         write_feature_index(partial, [s["id"] for s in with_image], shards, meta)
         with atomic_dir(out) as tmp:
             for f in partial.iterdir():
