@@ -35,6 +35,8 @@ from jarvis.training import (  # noqa: E402
     last_checkpoint,
     run_training,
     training_arguments,
+    write_jarvis_state,
+    zero_totals,
 )
 
 IMAGE_ID = 63  # last id of the tiny vocabulary
@@ -240,14 +242,39 @@ def test_run_training_logs_components_and_writes_outputs(
     assert last_checkpoint(tmp_path / "_work").name == "checkpoint-4"
 
 
-def test_last_checkpoint_skips_incomplete(tmp_path: Path) -> None:
+def _fake_checkpoint(d: Path, step: int, producer: str = "p") -> None:
+    d.mkdir(exist_ok=True)
+    (d / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (d / "model.safetensors").write_bytes(b"x" * 10)
+    write_jarvis_state(d, producer, step, zero_totals())
+
+
+def test_last_checkpoint_skips_incomplete_unreadable_and_foreign(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
     for n, complete in ((2, True), (4, True), (6, False)):
         d = tmp_path / f"checkpoint-{n}"
         d.mkdir()
         if complete:
-            (d / "trainer_state.json").write_text("{}")
-    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+            _fake_checkpoint(d, n)
+        else:
+            (d / "trainer_state.json").write_text(json.dumps({"global_step": n}))  # killed before the marker
+    assert last_checkpoint(tmp_path, "p") == tmp_path / "checkpoint-4"
     assert last_checkpoint(tmp_path / "missing") is None
+    # A truncated trainer_state.json (or a shorter weights file) in the newest: fall back, with a warning.
+    state = tmp_path / "checkpoint-4" / "trainer_state.json"
+    state.write_text(state.read_text()[:5])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="jarvis.training"):
+        assert last_checkpoint(tmp_path, "p") == tmp_path / "checkpoint-2"
+    assert "falling back past checkpoint" in caplog.text and "checkpoint-4" in caplog.text
+    _fake_checkpoint(tmp_path / "checkpoint-4", 4)
+    (tmp_path / "checkpoint-4" / "model.safetensors").write_bytes(b"x" * 3)
+    assert last_checkpoint(tmp_path, "p") == tmp_path / "checkpoint-2"
+    # Made by other settings: discarded, with a log line.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="jarvis.training"):
+        assert last_checkpoint(tmp_path, "other") is None
+    assert caplog.text.count("discarding checkpoint") == 2
 
 
 def test_preemption_callback_records_signal_and_stops(monkeypatch: pytest.MonkeyPatch) -> None:

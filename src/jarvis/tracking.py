@@ -271,6 +271,21 @@ def assert_active(run: Any) -> None:
         raise RuntimeError(f"MLflow run {run.info.run_id} is not the active run; use it inside stage_run(...)")
 
 
+def logged_steps(run_id: str, uri: str | None = None) -> dict[str, int]:
+    """Metric key → the highest step already logged in run ``run_id`` (a resumed stage skips those steps, so the
+    run keeps exactly one point per step)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri or mlflow.get_tracking_uri())
+    run = client.get_run(run_id)
+    out: dict[str, int] = {}
+    for key in run.data.metrics:
+        history = client.get_metric_history(run_id, key)
+        if history:
+            out[key] = max(int(m.step) for m in history)
+    return out
+
+
 def log_final_metrics(metrics: Mapping[str, Any], prefix: str = "final/") -> None:
     """Numeric entries of a stage's metrics.json, logged once into the active run."""
     import mlflow

@@ -15,6 +15,14 @@ One entry point, :func:`run_training`, shared by both stages:
   the decision is all-reduced so every rank stops at the same optimizer step, and the process exits 128 + signal.
 - Scratch checkpoints live in ``work_dir`` (``_work/``, never a declared output, style.md rule 14); the declared
   model directory is written once, at the end, atomically (temp dir + rename).
+- Divergence guard: after every optimizer step the step's loss, gradient norm and trainable weights are checked
+  (one all-reduce, together with the step's loss sums); a non-finite one raises :class:`TrainingDiverged` naming the
+  step and the quantity, before anything of that step is logged, checkpointed or written.
+- Resume never changes a run's numbers: the run-level sums (loss, samples, training seconds and the open log
+  interval) are carried in every checkpoint (``jarvis_state.json``, with the digest of the settings/model/data that
+  produced it and the size of every file); ``train_loss``, ``samples_per_second`` and the logged interval means come
+  from them, not from the Trainer's per-session counters. A checkpoint from other inputs is deleted, an unreadable
+  one is skipped for the previous one, with a log line each; MLflow points already logged are not logged again.
 
 DeepSpeed on CPU follows stack-facts.md §3 (gloo, ``use_cpu``, "auto" JSONs, barrier + destroy at exit).
 """
@@ -22,9 +30,9 @@ DeepSpeed on CPU follows stack-facts.md §3 (gloo, ``use_cpu``, "auto" JSONs, ba
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -39,6 +47,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.integrations import MLflowCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from jarvis.seeding import make_generator
@@ -57,6 +66,18 @@ _DISTRIBUTED_WRAPPERS = frozenset({"DistributedDataParallel", "DeepSpeedEngine"}
 # and SIGUSR1 (sbatch --signal=USR1@<seconds>).
 PREEMPT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1)
 _TRAINER_STATE = "trainer_state.json"
+JARVIS_STATE = "jarvis_state.json"  # in every checkpoint-N: producer digest, carried totals, file sizes (last write)
+# Run-level sums carried across resumes; the ``i_*`` entries belong to the log interval still open at the checkpoint.
+_TOTAL_KEYS = ("steps", "loss_sum", "samples", "seconds",
+               "i_steps", "i_loss", "i_ntp", "i_jepa", "i_micro", "i_njepa", "i_samples", "i_seconds")
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss, gradient norm or weight: the stage fails and writes none of its declared outputs."""
+
+
+def zero_totals() -> dict[str, float]:
+    return dict.fromkeys(_TOTAL_KEYS, 0.0)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -239,7 +260,8 @@ def _num_images(inputs: Mapping[str, Any]) -> int:
 
 
 class JarvisTrainer(Trainer):
-    """``Trainer`` with the JEPA step (skip coin + masks) and per-component loss logging, via public hooks only."""
+    """``Trainer`` with the JEPA step (skip coin + masks), per-component loss logging and the divergence guard, via
+    public hooks only (``compute_loss``, ``log``, callbacks)."""
 
     # Our model returns a per-micro-batch mean; the Trainer must divide by the accumulation steps itself, whatever
     # the forward signature suggests (it would skip the division if it thought the loss used num_items_in_batch).
@@ -254,17 +276,25 @@ class JarvisTrainer(Trainer):
         self._micro_of_step = -1
         self.jepa_decisions: list[tuple[int, int, bool]] = []  # (global_step, micro_step, is_jepa) this session
         self._checked_wrapper = False
-        self._reset_log_accumulators()
+        self.totals = zero_totals()  # run-level, identical on every rank (reduced each step); see load_totals
+        self._grad_norm: torch.Tensor | float | None = None
+        self._last_tick: float | None = None
+        self._reset_step_accumulators()
+        self.add_callback(_GuardCallback(self))
+
+    def load_totals(self, totals: Mapping[str, float]) -> None:
+        """Continue the run-level sums of a checkpoint (resume)."""
+        self.totals = {k: float(totals[k]) for k in _TOTAL_KEYS}
 
     # -- per-micro-step ----------------------------------------------------------------------------------------------
 
-    def _reset_log_accumulators(self) -> None:
-        self._sum_ntp: torch.Tensor | None = None  # device tensors, summed without host syncs
+    def _reset_step_accumulators(self) -> None:
+        self._sum_loss: torch.Tensor | None = None  # device tensors, summed without host syncs within a step
+        self._sum_ntp: torch.Tensor | None = None
         self._sum_jepa: torch.Tensor | None = None
         self._n_micro = 0
         self._n_jepa = 0
         self._n_samples = 0
-        self._interval_start = time.perf_counter()
 
     def _next_micro_step(self) -> int:
         step = self.state.global_step
@@ -308,10 +338,12 @@ class JarvisTrainer(Trainer):
         if training:
             is_jepa = bool(jepa)
             self.jepa_decisions.append((self.state.global_step, micro, is_jepa))
-            ntp = outputs.loss_ntp.detach().float()
+            total = loss.detach().double()  # float64 sums: a resumed run adds the same numbers in the same order
+            self._sum_loss = total if self._sum_loss is None else self._sum_loss + total
+            ntp = outputs.loss_ntp.detach().double()
             self._sum_ntp = ntp if self._sum_ntp is None else self._sum_ntp + ntp
             if is_jepa:
-                lj = outputs.loss_jepa.detach().float()
+                lj = outputs.loss_jepa.detach().double()
                 self._sum_jepa = lj if self._sum_jepa is None else self._sum_jepa + lj
             self._n_micro += 1
             self._n_jepa += int(is_jepa)
@@ -326,39 +358,147 @@ class JarvisTrainer(Trainer):
                 " gradients would not be synchronised (stack-facts §3; is use_cpu set on CPU?)"
             )
 
+    # -- divergence guard and run-level sums (called by _GuardCallback) ---------------------------------------------
+
+    def _trainable_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        # ZeRO-3 keeps only this rank's partition in ``ds_tensor``; the parameter itself is an empty placeholder.
+        return [(n, getattr(p, "ds_tensor", None) if getattr(p, "ds_tensor", None) is not None else p.detach())
+                for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def record_grad_norm(self) -> None:
+        """After clipping, before ``optimizer.step``: the step's gradient norm, kept on device until the step ends."""
+        engine = self.model_wrapped
+        if type(engine).__name__ == "DeepSpeedEngine":
+            self._grad_norm = engine.get_global_grad_norm()  # DeepSpeed holds the gradients; its step already ran
+            return
+        norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in self.model.parameters()
+                 if p.grad is not None]
+        # Clipping scales by max_norm / norm: a non-finite pre-clip norm leaves non-finite gradients, hence norm.
+        self._grad_norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else None
+
+    def end_step(self, step: int) -> None:
+        """Reduce this step's sums across ranks (one all-reduce + one host sync), check them, add them to the run."""
+        device = self._sum_loss.device if self._sum_loss is not None else self.args.device
+        zero = torch.zeros((), device=device, dtype=torch.float64)
+
+        def flag(x: torch.Tensor | float | None) -> torch.Tensor:
+            if x is None:
+                return zero
+            t = x if isinstance(x, torch.Tensor) else torch.tensor(float(x), device=device)
+            return (~torch.isfinite(t.to(device))).all().double()
+
+        tensors = self._trainable_tensors()
+        weights_bad = torch.stack([(~torch.isfinite(t)).any() for _, t in tensors]).any().to(device).double() \
+            if tensors else zero
+        loss = self._sum_loss if self._sum_loss is not None else zero
+        stats = torch.stack([
+            flag(loss), flag(self._grad_norm), weights_bad,
+            loss, self._sum_ntp if self._sum_ntp is not None else zero,
+            self._sum_jepa.to(device) if self._sum_jepa is not None else zero,
+            torch.tensor(float(self._n_micro), device=device, dtype=torch.float64),
+            torch.tensor(float(self._n_jepa), device=device, dtype=torch.float64),
+            torch.tensor(float(self._n_samples), device=device, dtype=torch.float64),
+        ])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(stats, op=dist.ReduceOp.SUM)
+        loss_bad, grad_bad, weight_bad, loss_sum, ntp, jepa, n_micro, n_jepa, n_samples = stats.tolist()
+        if loss_bad or grad_bad or weight_bad:
+            raise TrainingDiverged(self._divergence_message(step, loss_bad, grad_bad, loss_sum, n_micro, tensors))
+        now = time.perf_counter()
+        dt = now - (self._last_tick if self._last_tick is not None else now)
+        self._last_tick = now
+        t = self.totals
+        step_loss = loss_sum / max(n_micro, 1.0)  # mean over the step's micro-batches on all ranks
+        t["steps"] += 1
+        t["loss_sum"] += step_loss
+        t["samples"] += n_samples
+        t["seconds"] += dt
+        t["i_steps"] += 1
+        t["i_loss"] += step_loss
+        t["i_ntp"] += ntp
+        t["i_jepa"] += jepa
+        t["i_micro"] += n_micro
+        t["i_njepa"] += n_jepa
+        t["i_samples"] += n_samples
+        t["i_seconds"] += dt
+        self._grad_norm = None
+        self._reset_step_accumulators()
+
+    def _divergence_message(self, step: int, loss_bad: float, grad_bad: float, loss_sum: float, n_micro: float,
+                            tensors: list[tuple[str, torch.Tensor]]) -> str:
+        where = f"stage {self.settings.stage!r} diverged at optimizer step {step}"
+        if loss_bad:
+            return f"{where}: the training loss is non-finite ({loss_sum / max(n_micro, 1.0)})"
+        if grad_bad:
+            return f"{where}: the gradient norm is non-finite ({self._grad_norm})"
+        bad = [n for n, t in tensors if not bool(torch.isfinite(t).all())]
+        return (f"{where}: non-finite trainable weights after the optimizer step"
+                f" ({', '.join(bad[:5]) if bad else 'on another rank'})")
+
     # -- logging -----------------------------------------------------------------------------------------------------
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # "loss" marks the periodic training log, which every rank reaches at the same step: safe for a collective.
-        if "loss" in logs and self._n_micro > 0:
-            logs.update(self._reduce_interval())
+        # The periodic training log ("loss") and the end-of-training summary ("train_runtime") take their numbers
+        # from the run-level sums, which survive a resume; the Trainer's own counters restart with every session.
+        if "loss" in logs and self.totals["i_steps"] > 0:
+            logs.update(self._close_interval())
+        if "train_runtime" in logs:
+            logs.update(self.run_summary())
         super().log(logs, start_time)
 
-    def _reduce_interval(self) -> dict[str, float]:
-        device = self._sum_ntp.device if self._sum_ntp is not None else self.args.device
-        zero = torch.zeros((), device=device)
-        stats = torch.stack(
-            [
-                self._sum_ntp if self._sum_ntp is not None else zero,
-                self._sum_jepa.to(device) if self._sum_jepa is not None else zero,
-                torch.tensor(float(self._n_micro), device=device),
-                torch.tensor(float(self._n_jepa), device=device),
-                torch.tensor(float(self._n_samples), device=device),
-            ]
-        )
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(stats, op=dist.ReduceOp.SUM)
-        ntp_sum, jepa_sum, n_micro, n_jepa, n_samples = stats.tolist()  # the one host sync per log
-        elapsed = max(time.perf_counter() - self._interval_start, 1e-9)
+    def _close_interval(self) -> dict[str, float]:
+        t = self.totals
         out = {
-            "loss_ntp": ntp_sum / n_micro,
-            "jepa_fraction": n_jepa / n_micro,
-            "samples_per_second": n_samples / elapsed,
+            "loss": t["i_loss"] / t["i_steps"],
+            "loss_ntp": t["i_ntp"] / max(t["i_micro"], 1.0),
+            "jepa_fraction": t["i_njepa"] / max(t["i_micro"], 1.0),
+            "samples_per_second": t["i_samples"] / max(t["i_seconds"], 1e-9),
         }
-        if n_jepa > 0:
-            out["loss_jepa"] = jepa_sum / n_jepa  # mean over JEPA micro-steps only (skip steps have no JEPA loss)
-        self._reset_log_accumulators()
+        if t["i_njepa"] > 0:
+            out["loss_jepa"] = t["i_jepa"] / t["i_njepa"]  # mean over JEPA micro-steps only (skip steps have none)
+        for k in _TOTAL_KEYS:
+            if k.startswith("i_"):
+                t[k] = 0.0
         return out
+
+    def run_summary(self) -> dict[str, float]:
+        """Run-level numbers over every session of this run (a resumed run reports the uninterrupted run's)."""
+        t = self.totals
+        seconds = max(t["seconds"], 1e-9)
+        return {
+            "train_loss": t["loss_sum"] / t["steps"] if t["steps"] else float("nan"),
+            "train_samples": int(t["samples"]),
+            "train_runtime": t["seconds"],
+            "train_samples_per_second": t["samples"] / seconds,
+            "train_steps_per_second": t["steps"] / seconds,
+        }
+
+
+class _GuardCallback(TrainerCallback):
+    """Feeds :class:`JarvisTrainer`'s divergence guard and run-level sums from the Trainer's public events."""
+
+    def __init__(self, trainer: JarvisTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        self.trainer._last_tick = time.perf_counter()
+
+    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                              **kwargs: Any) -> None:
+        self.trainer.record_grad_norm()
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        self.trainer.end_step(state.global_step)
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        _barrier()  # every rank has written its part of the checkpoint
+        if state.is_world_process_zero:
+            ckpt = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            write_jarvis_state(ckpt, getattr(self.trainer, "producer_digest", ""), state.global_step,
+                               self.trainer.totals)
+        _barrier()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -461,19 +601,109 @@ class Preempted(SystemExit):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def last_checkpoint(work_dir: Path) -> Path | None:
-    """The newest *complete* ``checkpoint-N`` in ``work_dir`` (trainer_state.json is written last), else None."""
+def producer_digest(settings: TrainSettings, model: nn.Module, train_dataset: Any, world_size: int) -> str:
+    """sha256 (16 hex) of what a checkpoint's numbers depend on besides the stage params (which key the work dir):
+    the settings, the world size, the trainable/frozen parameter layout and the number of training samples."""
+    layout = [(n, list(p.shape), str(p.dtype), p.requires_grad) for n, p in model.named_parameters()]
+    try:
+        n_train: int | None = len(train_dataset)
+    except TypeError:  # an IterableDataset has no length
+        n_train = None
+    blob = json.dumps({"settings": settings_dict(settings), "world_size": world_size, "layout": layout,
+                       "n_train": n_train}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _checkpoint_files(ckpt: Path) -> dict[str, int]:
+    return {str(f.relative_to(ckpt)): f.stat().st_size for f in sorted(ckpt.rglob("*"))
+            if f.is_file() and f.name != JARVIS_STATE}
+
+
+def write_jarvis_state(ckpt: Path, producer: str, step: int, totals: Mapping[str, float]) -> None:
+    """The checkpoint's completion marker (written last, atomically): producer digest, step, totals, file sizes."""
+    from jarvis.io import write_text_atomic
+
+    body = {"producer": producer, "step": int(step), "totals": dict(totals), "files": _checkpoint_files(ckpt)}
+    write_text_atomic(ckpt / JARVIS_STATE, json.dumps(body, indent=1, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _checkpoint_problem(ckpt: Path, step: int, producer: str | None) -> tuple[str, str] | None:
+    """None if ``ckpt`` is complete, readable and made by ``producer``; else ("mismatch" | "unreadable", why)."""
+    try:
+        state = json.loads((ckpt / JARVIS_STATE).read_text())
+        missing = [k for k in _TOTAL_KEYS if k not in state["totals"]]
+        if missing:
+            return "unreadable", f"{JARVIS_STATE} lacks totals {missing}"
+    except FileNotFoundError:
+        return "unreadable", f"no {JARVIS_STATE} (the save did not finish)"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return "unreadable", f"{JARVIS_STATE} is unreadable ({err})"
+    if producer is not None and state.get("producer") != producer:
+        return "mismatch", f"made by other settings/model/data (digest {state.get('producer')} != {producer})"
+    try:
+        trainer_state = json.loads((ckpt / _TRAINER_STATE).read_text())
+        if int(trainer_state["global_step"]) != step or int(state["step"]) != step:
+            return "unreadable", f"{_TRAINER_STATE} says step {trainer_state['global_step']}, the name says {step}"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return "unreadable", f"{_TRAINER_STATE} is unreadable ({type(err).__name__}: {err})"
+    sizes = _checkpoint_files(ckpt)
+    changed = [f for f, size in state["files"].items() if sizes.get(f) != size]
+    if changed:
+        return "unreadable", f"files missing or changed size since the save: {changed[:5]}"
+    return None
+
+
+def _checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
     if not work_dir.is_dir():
-        return None
-    found: list[tuple[int, Path]] = []
+        return []
+    found = []
     for child in work_dir.iterdir():
         name = child.name
         if child.is_dir() and name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and name.split("-")[-1].isdigit():
-            if (child / _TRAINER_STATE).is_file():
-                found.append((int(name.split("-")[-1]), child))
-            else:
-                logger.warning("ignoring incomplete checkpoint %s (no %s)", child, _TRAINER_STATE)
-    return max(found)[1] if found else None
+            found.append((int(name.split("-")[-1]), child))
+    return sorted(found, reverse=True)
+
+
+def resume_point(work_dir: Path, producer: str | None = None, *, discard: bool = False
+                 ) -> tuple[Path, dict[str, float]] | None:
+    """The newest usable ``checkpoint-N`` in ``work_dir`` and its carried totals, else None.
+
+    A checkpoint made by another producer digest is discarded; an unreadable one (a save cut short, a truncated
+    ``trainer_state.json``) is passed over for the previous one. Each gets a warning; with ``discard`` (rank 0, once
+    every rank has chosen) both kinds are deleted, so a later save of the same step never mixes with their files.
+    """
+    for step, ckpt in _checkpoints(Path(work_dir)):
+        problem = _checkpoint_problem(ckpt, step, producer)
+        if problem is None:
+            totals = json.loads((ckpt / JARVIS_STATE).read_text())["totals"]
+            return ckpt, {k: float(totals[k]) for k in _TOTAL_KEYS}
+        kind, why = problem
+        action = "discarding" if kind == "mismatch" else "falling back past"
+        logger.warning("%s checkpoint %s: %s", action, ckpt, why)
+        if discard:
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return None
+
+
+def last_checkpoint(work_dir: Path, producer: str | None = None) -> Path | None:
+    """The newest complete, readable ``checkpoint-N`` in ``work_dir`` (see :func:`resume_point`), else None."""
+    found = resume_point(work_dir, producer)
+    return found[0] if found else None
+
+
+class _ResumedMLflowCallback(MLflowCallback):
+    """MLflowCallback that logs no point twice: after a resume, steps already in the run (replayed since the last
+    checkpoint) are skipped per metric, so the run holds exactly one point per step."""
+
+    def __init__(self, logged: Mapping[str, int]) -> None:
+        super().__init__()
+        self.logged = dict(logged)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict[str, Any],
+               model: Any = None, **kwargs: Any) -> None:
+        fresh = {k: v for k, v in logs.items() if state.global_step > self.logged.get(k, -1)}
+        if fresh:
+            super().on_log(args, state, control, fresh, model=model, **kwargs)
 
 
 def _barrier() -> None:
@@ -505,10 +735,9 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _summarise(
-    history: list[dict[str, Any]], train_metrics: Mapping[str, Any], wall_s: float, steps: int
-) -> dict[str, Any]:
-    """Final metrics from the log history (which survives resume in trainer_state.json) and the Trainer output."""
+def _summarise(history: list[dict[str, Any]], summary: Mapping[str, Any], wall_s: float, steps: int
+               ) -> dict[str, Any]:
+    """Final metrics from the log history (which survives resume in trainer_state.json) and the run-level sums."""
     steps_logged = [h for h in history if "loss" in h]
     last = steps_logged[-1] if steps_logged else {}
     # Run-level JEPA fraction, weighting each log interval by its number of optimizer steps.
@@ -520,20 +749,26 @@ def _summarise(
             weighted += h["jepa_fraction"] * n
             total += n
     jepa_vals = [h["loss_jepa"] for h in steps_logged if "loss_jepa" in h]
-
-    def finite(x: Any) -> float | None:
-        return float(x) if x is not None and math.isfinite(float(x)) else None
-
     return {
-        "loss": finite(last.get("loss")),
-        "loss_ntp": finite(last.get("loss_ntp")),
-        "loss_jepa": finite(jepa_vals[-1]) if jepa_vals else None,
+        "loss": last.get("loss"),
+        "loss_ntp": last.get("loss_ntp"),
+        "loss_jepa": jepa_vals[-1] if jepa_vals else None,
         "jepa_fraction": weighted / total if total else None,
-        "train_loss": finite(train_metrics.get("train_loss")),
+        "train_loss": summary["train_loss"],  # mean step loss over the whole run, every session included
+        "train_samples": summary["train_samples"],
+        "train_seconds": summary["train_runtime"],  # seconds inside optimizer steps, summed over sessions
         "steps": steps,
-        "samples_per_second": finite(train_metrics.get("train_samples_per_second")),
-        "wall_time_s": wall_s,
+        "samples_per_second": summary["train_samples_per_second"],  # train_samples / train_seconds
+        "wall_time_s": wall_s,  # this session's trainer.train() call
     }
+
+
+def strict_json(obj: Any, what: str, **kwargs: Any) -> str:
+    """``json.dumps`` that refuses NaN/Infinity (not JSON; strict parsers reject them), naming the file."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kwargs)
+    except ValueError as err:
+        raise TrainingDiverged(f"refusing to write {what}: it holds a non-finite number ({obj})") from err
 
 
 def run_training(
@@ -589,13 +824,28 @@ def run_training(
             settings=settings,
         )
         if mlflow_run is None and rank == 0:
-            from transformers.integrations import MLflowCallback
-
             trainer.remove_callback(MLflowCallback)
-        resume = last_checkpoint(work_dir)
+        producer = producer_digest(settings, model, train_dataset, args.world_size)
+        trainer.producer_digest = producer  # type: ignore[attr-defined]  # read by _GuardCallback.on_save
+        found = resume_point(work_dir, producer)  # every rank reads; rank 0 then deletes what it passed over
+        resume = found[0] if found else None
+        _barrier()
+        if rank == 0:
+            keep = int(resume.name.split("-")[-1]) if resume else -1
+            for step, ckpt in _checkpoints(work_dir):
+                if step > keep:
+                    shutil.rmtree(ckpt, ignore_errors=True)
+        _barrier()
+        if found:
+            trainer.load_totals(found[1])
+            if rank == 0 and mlflow_run is not None:
+                logged = tracking.logged_steps(mlflow_run.info.run_id)
+                if logged:  # points of steps after the checkpoint were logged by the interrupted session
+                    trainer.remove_callback(MLflowCallback)
+                    trainer.add_callback(_ResumedMLflowCallback(logged))
         logger.info("stage %s: %s", settings.stage, f"resuming from {resume}" if resume else "starting fresh")
         start = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         wall = time.perf_counter() - start
         if preemption.stopped_at is not None:
             logger.warning("preempted: checkpoint-%d saved in %s; exiting", preemption.stopped_at, work_dir)
@@ -608,7 +858,7 @@ def run_training(
         _barrier()
         trainer.save_model(str(tmp))
         _barrier()
-        metrics = _summarise(trainer.state.log_history, result.metrics, wall, trainer.state.global_step)
+        metrics = _summarise(trainer.state.log_history, trainer.run_summary(), wall, trainer.state.global_step)
         metrics.update(
             stage=settings.stage,
             world_size=args.world_size,
@@ -616,14 +866,17 @@ def run_training(
             distributed_wrapper=type(trainer.model_wrapped).__name__,  # how it really ran (DDP / DeepSpeedEngine)
         )
         if rank == 0:
+            # Serialise first: a non-finite number fails the stage before any declared output exists.
+            metrics_text = strict_json(metrics, str(metrics_path), indent=2, sort_keys=True) + "\n"
+            history_text = "".join(strict_json(h, str(history_path), sort_keys=True) + "\n"
+                                   for h in trainer.state.log_history)
             # Trainer.save_model also writes TrainingArguments as a pickle; the declared output is safetensors only.
             (tmp / "training_args.bin").unlink(missing_ok=True)
             if model_card is not None:
                 (tmp / "README.md").write_text(model_card(metrics))
             _replace_dir(tmp, out_dir)
-            _write_text_atomic(metrics_path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-            lines = [json.dumps(h, sort_keys=True) for h in trainer.state.log_history]
-            _write_text_atomic(history_path, "\n".join(lines) + "\n")
+            _write_text_atomic(metrics_path, metrics_text)
+            _write_text_atomic(history_path, history_text)
             if mlflow_run is not None:
                 tracking.log_final_metrics(metrics)
         _barrier()

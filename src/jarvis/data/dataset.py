@@ -11,11 +11,12 @@ Per sample, ``LlavaDataset`` returns ``input_ids``/``labels`` with the single ``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +293,19 @@ def load_and_validate(
 
 
 # --------------------------------------------------------------------------------------------- feature cache
+class FeatureCacheError(ValueError):
+    """A feature cache that is corrupt, inconsistent with its index, or made by other settings."""
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def write_feature_shard(
     cache_dir: str | os.PathLike[str],
     shard_index: int,
@@ -301,7 +315,8 @@ def write_feature_shard(
 ) -> dict[str, Any]:
     """Write ``shard-{shard_index:05d}.safetensors`` holding ``context`` [n,N,Dv] (and ``target`` [n,Nt,Dt]).
 
-    Rows are the samples ``ids[start:start+n]`` of the index. Returns the shard entry for ``write_feature_index``.
+    Rows are the samples ``ids[start:start+n]`` of the index. Non-finite features are refused. Returns the shard
+    entry for ``write_feature_index``: file, rows, dtype and shapes, and the sha256 of the file as written.
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -316,11 +331,19 @@ def write_feature_shard(
     tensors = {"context": context.contiguous().cpu()}
     if target is not None:
         tensors["target"] = target.contiguous().cpu()
+    for key, t in tensors.items():
+        if not bool(torch.isfinite(t).all()):
+            raise FeatureCacheError(f"refusing to cache non-finite {key} features in {name} (rows from {start})")
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=cache_dir)
     os.close(fd)
     save_file(tensors, tmp)
+    digest = file_sha256(tmp)
     os.replace(tmp, cache_dir / name)
-    return {"file": name, "start": int(start), "count": int(context.shape[0])}
+    entry: dict[str, Any] = {"file": name, "start": int(start), "count": int(context.shape[0]), "sha256": digest,
+                             "dtype": _dtype_name(context.dtype), "context_shape": list(context.shape)}
+    if target is not None:
+        entry["target_shape"] = list(target.shape)
+    return entry
 
 
 def write_feature_index(
@@ -350,18 +373,81 @@ def _check_tiling(ids: Sequence[str], shards: Sequence[dict[str, Any]]) -> None:
         raise ValueError(f"feature cache shards cover {pos} rows but the index has {len(ids)} ids")
 
 
-class FeatureCache:
-    """Reader for a feature cache directory (``index.json`` + safetensors shards), keyed by sample id."""
+_VERIFY_ROWS = 256  # rows per finiteness check: bounded memory on 1024-row shards of 576x1024 features
 
-    def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
+
+def verify_feature_shard(root: Path, entry: Mapping[str, Any], dtype: str | None = None) -> None:
+    """Content hash, tensor names, dtype, shapes and finiteness of one shard against its index entry."""
+    path = root / entry["file"]
+    where = f"feature cache {root}: shard {entry['file']}"
+    remedy = "delete the cache directory and rerun cache-features"
+    if not path.is_file():
+        raise FeatureCacheError(f"{where} is missing; {remedy}")
+    if "sha256" not in entry:
+        raise FeatureCacheError(f"{where} has no content hash in index.json (an older format); {remedy}")
+    digest = file_sha256(path)
+    if digest != entry["sha256"]:
+        raise FeatureCacheError(f"{where} is corrupt: sha256 {digest[:16]}… != {entry['sha256'][:16]}… recorded"
+                                f" in index.json; {remedy}")
+    want = {"context": entry.get("context_shape")}
+    if entry.get("target_shape") is not None:
+        want["target"] = entry["target_shape"]
+    try:
+        with safe_open(str(path), framework="pt") as h:
+            if set(h.keys()) != set(want):
+                raise FeatureCacheError(f"{where} holds tensors {sorted(h.keys())}, the index says {sorted(want)}")
+            for key, shape in want.items():
+                sl = h.get_slice(key)
+                got = list(sl.get_shape())
+                if shape is None or got != list(shape) or got[0] != entry["count"]:
+                    raise FeatureCacheError(f"{where}: {key} has shape {got}, the index says {shape} with"
+                                            f" {entry['count']} rows")
+                for a in range(0, got[0], _VERIFY_ROWS):
+                    rows = sl[a : a + _VERIFY_ROWS]
+                    for name in filter(None, (dtype, entry.get("dtype"))):
+                        if _dtype_name(rows.dtype) != name:
+                            raise FeatureCacheError(f"{where}: {key} is {_dtype_name(rows.dtype)}, the index"
+                                                    f" says {name}")
+                    if not bool(torch.isfinite(rows).all()):
+                        raise FeatureCacheError(f"{where}: non-finite {key} features in rows {a}..")
+    except FeatureCacheError:
+        raise
+    except Exception as err:  # safetensors raises its own error types for a broken header or a short file
+        raise FeatureCacheError(f"{where} is unreadable ({err}); {remedy}") from err
+
+
+class FeatureCache:
+    """Reader for a feature cache directory (``index.json`` + safetensors shards), keyed by sample id.
+
+    With ``verify`` (the default) every shard is checked at construction -- content hash, tensor names, dtype,
+    shapes, finite values (:func:`verify_feature_shard`) -- and the per-row shapes must agree across shards, so a
+    corrupt cache fails before training instead of turning into NaN losses. ``expect`` names index entries
+    (e.g. ``{"dtype": "float16", "producer": "<digest>"}``) that must hold the given values.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike[str], verify: bool = True,
+                 expect: Mapping[str, Any] | None = None) -> None:
         self.root = Path(cache_dir)
         index_path = self.root / "index.json"
         if not index_path.is_file():
             raise FileNotFoundError(f"feature cache index not found: {index_path}")
-        self.index = json.loads(index_path.read_text())
+        try:
+            self.index = json.loads(index_path.read_text())
+        except ValueError as err:
+            raise FeatureCacheError(f"feature cache index {index_path} is not valid JSON ({err})") from err
+        for key, value in (expect or {}).items():
+            if self.index.get(key) != value:
+                raise FeatureCacheError(f"feature cache {self.root} was made with {key}={self.index.get(key)!r},"
+                                        f" expected {value!r}; rerun cache-features")
         ids = [str(i) for i in self.index["ids"]]
         shards = self.index["shards"]
         _check_tiling(ids, shards)
+        if verify:
+            rows = {tuple(tuple(s.get(k) or ())[1:] for k in ("context_shape", "target_shape")) for s in shards}
+            if len(rows) > 1:
+                raise FeatureCacheError(f"feature cache {self.root}: shards disagree on per-row shapes {rows}")
+            for s in shards:
+                verify_feature_shard(self.root, s, self.index.get("dtype"))
         self._where: dict[str, tuple[str, int]] = {}
         for s in shards:
             for k in range(s["count"]):

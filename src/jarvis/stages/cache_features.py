@@ -3,11 +3,17 @@
 Both towers are frozen in stage 1 (paper-spec §8), so their outputs are a pure function of the image: computing them
 once removes the towers from every training step (the reference runs DINOv2-L and CLIP-L in each step). Output:
 sharded safetensors (``context`` [n,N,Dv] before the projector, ``target`` [n,Nt,Dt]) + ``index.json``, in the
-format of jarvis.data.dataset.FeatureCache. Resumable per shard: finished shards in the partial directory are kept.
+format of jarvis.data.dataset.FeatureCache. Resumable per shard: finished shards in the partial directory are kept
+-- but only while the partial directory's ``.jarvis-producer.json`` names the same inputs and settings (params of both towers
+and the data set, dtype, shard size, the tower configs, the sample list) and the shard's sha256 still matches;
+otherwise the partial work is discarded, with a warning. The index records that producer (digest and config), the
+dtype, and per shard its shapes and sha256, which the reader verifies before training.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -25,6 +31,50 @@ log = logging.getLogger(__name__)
 SHARD_SIZE = 1024
 BATCH = 32
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+FORMAT = 2  # feature-cache format: 2 = per-shard sha256, dtype and shapes in index.json
+
+
+def params_view(params: Params, data: str, vision: str, target: str | None) -> dict[str, Any]:
+    """Exactly the params the features depend on (an experiment's refs may name another target tower)."""
+    return stage_params_view(params, [f"towers.{vision}", f"datasets.{data}", *([f"towers.{target}"] if target else [])])
+
+
+def expected_index(params: Params, data: str, vision: str, target: str | None) -> dict[str, Any]:
+    """Index entries a cache made from ``params`` carries; readers pass them as ``FeatureCache(expect=...)``."""
+    from jarvis.io import digest
+
+    dtype = params.datasets[data].feature_cache_dtype
+    return {"dtype": dtype, "params_digest": digest({"params": params_view(params, data, vision, target),
+                                                      "dtype": dtype})}
+
+
+def producer(view: dict[str, Any], dtype: str, samples: list[dict[str, Any]], tower_dirs: list[Path]
+             ) -> dict[str, Any]:
+    """What a feature cache's numbers depend on (recorded in the partial directory and in index.json)."""
+    configs = {}
+    for d in tower_dirs:  # the saved tower configs (the weights are fixed by the params + download stage)
+        cfg = d / "config.json"
+        configs[str(d)] = hashlib.sha256(cfg.read_bytes()).hexdigest() if cfg.is_file() else None
+    listing = hashlib.sha256(json.dumps([[str(x["id"]), x["image"]] for x in samples]).encode()).hexdigest()
+    return {"format": FORMAT, "params": view, "dtype": dtype, "shard_size": SHARD_SIZE, "tower_configs": configs,
+            "samples": listing}
+
+
+def _reusable(partial: Path, name: str, start: int, count: int) -> dict[str, Any] | None:
+    """The shard entry of a finished shard in ``partial`` whose file still has the recorded sha256, else None."""
+    from jarvis.data.dataset import file_sha256
+
+    done = partial / f"{name}.done"
+    try:
+        entry = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or (entry.get("start"), entry.get("count")) != (start, count):
+        return None
+    if not (partial / name).is_file() or file_sha256(partial / name) != entry.get("sha256"):
+        log.warning("recomputing %s in %s: its content no longer matches its recorded sha256", name, partial)
+        return None
+    return entry
 
 
 def _encode(samples: list[dict[str, Any]], root: Path, transform: Any, vision: Any, target: Any | None,
@@ -52,7 +102,7 @@ def _encode(samples: list[dict[str, Any]], root: Path, transform: Any, vision: A
 def run(params: Params, data: str, vision_name: str, target_name: str | None) -> dict[str, Any]:
     from jarvis import tracking
     from jarvis.data.dataset import drop_metrics, load_and_validate, write_feature_index, write_feature_shard
-    from jarvis.io import atomic_dir
+    from jarvis.io import PARTIAL_RECORD, atomic_dir, claim_partial, write_text_atomic
     from jarvis.progress import progress
 
     exp = next((e for e in params.run.experiments
@@ -72,27 +122,32 @@ def run(params: Params, data: str, vision_name: str, target_name: str | None) ->
 
         out = paths.features_dir(key)
         partial = out.with_name(out.name + ".partial")  # undeclared, survives reruns: per-shard resume
-        partial.mkdir(parents=True, exist_ok=True)
+        view = params_view(params, data, vision_name, target_name)
+        made_by = producer(view, spec.feature_cache_dtype, with_image,
+                           [paths.tower_dir(vision_name), *([paths.tower_dir(target_name)] if target_name else [])])
+        made_digest = claim_partial(partial, made_by, "feature cache")
         shards, reused = [], 0
         starts = list(enumerate(range(0, len(with_image), SHARD_SIZE)))
         for k, start in progress(starts, desc=f"cache features {key}", unit="shard"):
             chunk = with_image[start : start + SHARD_SIZE]
             name = f"shard-{k:05d}.safetensors"
-            done = partial / f"{name}.done"
-            if done.is_file() and done.read_text() == f"{start}:{len(chunk)}":
-                shards.append({"file": name, "start": start, "count": len(chunk)})
+            entry = _reusable(partial, name, start, len(chunk))
+            if entry is not None:
+                shards.append(entry)
                 reused += 1
                 continue
             ctx, tgt = _encode(chunk, c.image_root, transform, vision, target, dtype)
-            shards.append(write_feature_shard(partial, k, start, ctx, tgt))
-            done.write_text(f"{start}:{len(chunk)}")
+            entry = write_feature_shard(partial, k, start, ctx, tgt)
+            shards.append(entry)
+            write_text_atomic(partial / f"{name}.done", json.dumps(entry))
         meta = {"data": data, "vision": vision_name, "target": target_name, "dtype": spec.feature_cache_dtype,
                 "grid": list(vision.grid), "target_grid": list(target.grid) if target else None,
-                "drops": report}
+                "drops": report, "format": FORMAT, "producer": made_digest, "config": made_by,
+                **expected_index(params, data, vision_name, target_name)}
         write_feature_index(partial, [s["id"] for s in with_image], shards, meta)
         with atomic_dir(out) as tmp:
             for f in partial.iterdir():
-                if not f.name.endswith(".done"):
+                if not f.name.endswith(".done") and f.name != PARTIAL_RECORD:
                     os.replace(f, tmp / f.name)
         shutil.rmtree(partial)
         metrics = {"n_images": len(with_image), "n_shards": len(shards), "reused_shards": reused,

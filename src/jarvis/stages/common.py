@@ -68,13 +68,19 @@ def stage_run(group: str, stage: str, view: dict[str, Any], world_size: int | No
 
     Keyed by the params digest, so a rerun with other params never resumes stale checkpoints and a rerun with the
     same params after an interruption resumes (and continues its MLflow run). On success the scratch is removed:
-    the declared outputs are the record.
+    the declared outputs are the record. Rank 0 holds ``_work/<group>/<stage>.lock`` for the whole block, so a
+    second process on the same stage output refuses to start (before it opens or touches the MLflow run).
     """
     from jarvis import tracking
+    from jarvis.io import exclusive_lock
 
     base = paths.work_dir(group, stage)
     work = base / tracking.params_digest(view)
-    with tracking.stage_run(group, stage, view, work, world_size=world_size) as run:
-        yield run, work
-    if int(os.environ.get("RANK", "0")) == 0:
-        shutil.rmtree(base, ignore_errors=True)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    lock = exclusive_lock(base.with_name(f"{base.name}.lock"), f"stage {group}/{stage}") if rank0 \
+        else contextlib.nullcontext()
+    with lock:
+        with tracking.stage_run(group, stage, view, work, world_size=world_size) as run:
+            yield run, work
+        if rank0:
+            shutil.rmtree(base, ignore_errors=True)

@@ -37,7 +37,10 @@ def _examples(tokenizer: Any, annotations: Path, max_length: int) -> list[tuple[
 
 def pretrain_text(model: Any, tokenizer: Any, annotations: Path, steps: int, batch_size: int, learning_rate: float,
                   seed: int, max_length: int = 256) -> dict[str, float]:
-    """Train ``model`` in place; returns the first and last loss."""
+    """Train ``model`` in place; returns the first and last loss. A non-finite loss, gradient norm or weight raises
+    :class:`jarvis.training.TrainingDiverged` naming the step (the LM would otherwise be saved as a component)."""
+    from jarvis.training import TrainingDiverged
+
     examples = _examples(tokenizer, annotations, max_length)
     gen = make_generator(seed, "text_pretrain")
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
@@ -56,9 +59,13 @@ def pretrain_text(model: Any, tokenizer: Any, annotations: Path, steps: int, bat
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+        bad = [name for name, value in (("loss", loss.detach()), ("gradient norm", grad_norm)) if not torch.isfinite(value)]
+        bad += [f"weight {n}" for n, p in model.named_parameters() if not bool(torch.isfinite(p.detach()).all())][:3]
+        if bad:
+            raise TrainingDiverged(f"text pretraining diverged at step {step + 1}: non-finite {', '.join(bad)}")
         if step == 0:
             first = float(loss.detach())
         if step % 50 == 0 or step == steps - 1:

@@ -85,8 +85,13 @@ def build_dataset(params: Params, exp: str, stage: Stage, model: Any, tokenizer:
                   max_truncated_fraction=spec.max_truncated_fraction, validation_report=report)
     if s.use_feature_cache:
         recipe = params.jepa_recipe(exp) if stage == "pretrain" else None
-        key = paths.cache_key(e.data, e.vision, recipe.target if recipe else None)
-        return LlavaDataset(samples, feature_cache=FeatureCache(paths.features_dir(key)), **common)
+        from jarvis.stages.cache_features import expected_index
+
+        target = recipe.target if recipe else None
+        key = paths.cache_key(e.data, e.vision, target)
+        # every shard verified (hash, dtype, shapes, finite) and made by the current params, before training
+        cache = FeatureCache(paths.features_dir(key), expect=expected_index(params, e.data, e.vision, target))
+        return LlavaDataset(samples, feature_cache=cache, **common)
     target = model.target_tower if stage == "pretrain" else None
     return LlavaDataset(samples, transform=image_transform(model.vision_tower, s.image_mode, target), **common)
 
