@@ -24,6 +24,7 @@ from conftest import ROOT
 from jarvis.config import Params, load_raw, validate_params
 from jarvis.data.templates import IMAGE_TOKEN, get_template
 from jarvis.data.tokenizer import build_tokenizer
+from jarvis.model.recipe import tower_selection
 from jarvis.model.vision import VisionTower
 from jarvis.stages import download
 
@@ -196,6 +197,13 @@ def llava_data_repos(root: Path, archive: bytes) -> dict[str, Path]:
     return repos
 
 
+def _plan(params, component: str, name: str):
+    """The download stage's plan, resolved as the CLI resolves it."""
+    from jarvis.plan import Resolver
+
+    return Resolver(params, params.model_dump(mode="json")).download(component, name)
+
+
 def no_temp_leftovers(parent: Path) -> bool:
     return not [p.name for p in parent.iterdir() if ".tmp-" in p.name or p.name.endswith(".partial")]
 
@@ -203,13 +211,13 @@ def no_temp_leftovers(parent: Path) -> bool:
 # ------------------------------------------------------------------ tiny mode
 def test_tiny_tower_is_a_loadable_component_dir(project: Path) -> None:
     params = tiny_params()
-    metrics = download.run(params, "tower", "tiny_clip")
+    metrics = download.run(_plan(params, "tower", "tiny_clip"))
     assert metrics["grid"] == 8 and metrics["hidden_size"] == 48
 
     out = project / "models" / "tower" / "tiny_clip"
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
     assert no_temp_leftovers(out.parent)
-    tower = VisionTower.from_pretrained(out, **download.tower_selection(params.towers["tiny_clip"]))
+    tower = VisionTower.from_pretrained(out, **tower_selection(params.towers["tiny_clip"]))
     assert tower.grid == (8, 8) and tower.num_patches == 64
     assert tower.feature_layer == -2 and tower.drop_prefix_tokens == 1
     assert tower(torch.zeros(2, 3, 64, 64)).shape == (2, 64, 48)
@@ -219,11 +227,11 @@ def test_tiny_llm_after_data_reloads_with_template_and_is_deterministic(project:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     params = tiny_params()
-    data = download.run(params, "data", "synth")
+    data = download.run(_plan(params, "data", "synth"))
     assert data["n_pretrain"] == 8 and data["n_instruct"] == 8
     assert download.manifest(project / "data" / "synth")["kind"] == "synthetic"
 
-    metrics = download.run(params, "llm", "tiny_llama")
+    metrics = download.run(_plan(params, "llm", "tiny_llama"))
     out = project / "models" / "llm" / "tiny_llama"
     tok = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -240,10 +248,10 @@ def test_tiny_llm_after_data_reloads_with_template_and_is_deterministic(project:
     assert download.manifest(out)["init"] == "scratch"
 
     first = {f: (out / f).read_bytes() for f in ("model.safetensors", "tokenizer.json")}
-    download.run(params, "llm", "tiny_llama")  # same seed: the very same bytes
+    download.run(_plan(params, "llm", "tiny_llama"))  # same seed: the very same bytes
     assert {f: (out / f).read_bytes() for f in first} == first
     assert no_temp_leftovers(out.parent)
-    download.download_llm(tiny_params(seed=43), "tiny_llama")  # the seed does reach the weights
+    download.download_llm(_plan(tiny_params(seed=43), "llm", "tiny_llama").spec)  # the seed does reach the weights
     assert (out / "model.safetensors").read_bytes() != first["model.safetensors"]
     assert (out / "tokenizer.json").read_bytes() == first[
         "tokenizer.json"
@@ -253,9 +261,9 @@ def test_tiny_llm_after_data_reloads_with_template_and_is_deterministic(project:
 def test_unknown_component_is_named(project: Path) -> None:
     params = tiny_params()
     with pytest.raises(KeyError, match=r"unknown tower 'nope'.*tiny_clip"):
-        download.run(params, "tower", "nope")
+        download.run(_plan(params, "tower", "nope"))
     with pytest.raises(KeyError, match=r"unknown llm 'tiny_lama'.*tiny_llama"):
-        download.run(params, "llm", "tiny_lama")
+        download.run(_plan(params, "llm", "tiny_lama"))
     assert not (project / "models").exists()
 
 
@@ -276,7 +284,7 @@ def test_hub_llm_lands_atomically_with_chat_template(
     )  # a hub repo often holds both; only safetensors is taken
     hub = fake_hub({VICUNA: src})
 
-    metrics = download.run(tiny_params(), "llm", "vicuna7b")
+    metrics = download.run(_plan(tiny_params(), "llm", "vicuna7b"))
     assert metrics["added_tokens"] == (
         1 if kind == "plain" else 0
     )  # <image> is new to a Vicuna-like tokenizer
@@ -305,7 +313,7 @@ def test_hub_model_without_safetensors_fails_naming_the_repo(
     (src / "model.safetensors").rename(src / "pytorch_model.bin")
     fake_hub({VICUNA: src})
     with pytest.raises(FileNotFoundError, match=rf"{VICUNA}@main: no safetensors"):
-        download.run(tiny_params(), "llm", "vicuna7b")
+        download.run(_plan(tiny_params(), "llm", "vicuna7b"))
     assert not (project / "models" / "llm" / "vicuna7b").exists()
 
 
@@ -314,12 +322,12 @@ def test_failed_download_keeps_partial_and_resumes(project: Path, fake_hub, tmp_
     hub = fake_hub({VICUNA: src}, fail_after={VICUNA: 1})  # config.json arrives, then the connection drops
     params = tiny_params()
     with pytest.raises(RuntimeError, match=rf"download of model {VICUNA}@main failed: connection reset"):
-        download.run(params, "llm", "vicuna7b")
+        download.run(_plan(params, "llm", "vicuna7b"))
     partial = project / "models" / "llm" / "vicuna7b.partial"
     assert (partial / "config.json").is_file()
     assert not (project / "models" / "llm" / "vicuna7b").exists()
 
-    download.run(params, "llm", "vicuna7b")
+    download.run(_plan(params, "llm", "vicuna7b"))
     assert hub.calls[1]["already_there"] == [
         "config.json"
     ]  # the second call resumed into the same partial dir
@@ -329,7 +337,7 @@ def test_failed_download_keeps_partial_and_resumes(project: Path, fake_hub, tmp_
 
 def test_hub_clip_vision_tower(project: Path, fake_hub, tmp_path_factory) -> None:
     fake_hub({CLIP_L: clip_vision_repo(tmp_path_factory.mktemp("hub") / "clip")})
-    metrics = download.run(tiny_params(), "tower", "clip_l336")
+    metrics = download.run(_plan(tiny_params(), "tower", "clip_l336"))
     assert metrics["grid"] == 4 and metrics["hidden_size"] == 32
     out = project / "models" / "tower" / "clip_l336"
     assert download.manifest(out)["grid"] == [4, 4]
@@ -361,7 +369,7 @@ def test_hub_full_clip_checkpoint_as_tower(project: Path, fake_hub, tmp_path_fac
     )
     CLIPModel(CLIPConfig(vision_config=vision, text_config=text)).save_pretrained(src)
     fake_hub({CLIP_L: src})
-    assert download.run(tiny_params(), "tower", "clip_l336")["grid"] == 4
+    assert download.run(_plan(tiny_params(), "tower", "clip_l336"))["grid"] == 4
 
 
 def test_hub_dataset_extracts_archives_and_skips_when_complete(
@@ -370,7 +378,7 @@ def test_hub_dataset_extracts_archives_and_skips_when_complete(
     archive = zip_bytes({"00000/a.png": b"png-a", "00000/b.png": b"png-b"})
     hub = fake_hub(llava_data_repos(tmp_path_factory.mktemp("hub"), archive))
     params = tiny_params()
-    metrics = download.run(params, "data", "llava15")
+    metrics = download.run(_plan(params, "data", "llava15"))
     assert metrics["pretrain_extracted"] == 2 and metrics["instruct_extracted"] == 0
 
     out = project / "data" / "llava15"
@@ -384,7 +392,7 @@ def test_hub_dataset_extracts_archives_and_skips_when_complete(
     assert no_temp_leftovers(out)
 
     n_calls = len(hub.calls)
-    download.run(params, "data", "llava15")  # every part has its manifest: nothing is fetched again
+    download.run(_plan(params, "data", "llava15"))  # every part has its manifest: nothing is fetched again
     assert len(hub.calls) == n_calls
 
 
@@ -392,7 +400,7 @@ def test_zip_slip_member_is_refused(project: Path, fake_hub, tmp_path_factory) -
     archive = zip_bytes({"00000/a.png": b"png-a", "../evil": b"pwned"})
     fake_hub(llava_data_repos(tmp_path_factory.mktemp("hub"), archive))
     with pytest.raises(ValueError, match=r"member '\.\./evil' escapes the extraction root"):
-        download.run(tiny_params(), "data", "llava15")
+        download.run(_plan(tiny_params(), "data", "llava15"))
     assert not list(project.rglob("evil"))
     assert not (project / "data" / "llava15" / "pretrain").exists()  # never renamed into place
 
@@ -402,4 +410,4 @@ def test_missing_archive_is_named(project: Path, fake_hub, tmp_path_factory) -> 
     (repos[PRETRAIN] / "images.zip").unlink()
     fake_hub(repos)
     with pytest.raises(FileNotFoundError, match=r"images\.zip listed in params\.yaml is missing"):
-        download.run(tiny_params(), "data", "llava15")
+        download.run(_plan(tiny_params(), "data", "llava15"))

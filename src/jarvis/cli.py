@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def _params(args: argparse.Namespace):
-    from jarvis.config import load_params
+def _plan(args: argparse.Namespace, kind: str, **ids: object):
+    """The stage's plan, resolved from params.yaml (jarvis.plan: the one resolution of a stage)."""
+    from jarvis.plan import load
 
-    return load_params(args.params)
+    return load(args.params).resolve(kind, **ids)
 
 
 def _print_metrics(metrics: dict) -> int:
@@ -29,28 +30,28 @@ def _print_metrics(metrics: dict) -> int:
 def cmd_download(args: argparse.Namespace) -> int:
     from jarvis.stages import download
 
-    params = _params(args)
     kind, name = next((k, getattr(args, k)) for k in ("data", "llm", "tower") if getattr(args, k))
-    return _print_metrics(download.run(params, kind, name))
+    return _print_metrics(download.run(_plan(args, "download", component=kind, name=name)))
 
 
 def cmd_cache_features(args: argparse.Namespace) -> int:
     from jarvis.stages import cache_features
 
-    return _print_metrics(cache_features.run(_params(args), args.data, args.vision, args.target))
+    plan = _plan(args, "cache_features", data=args.data, vision=args.vision, target=args.target)
+    return _print_metrics(cache_features.run(plan))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from jarvis.launch import maybe_relaunch
 
-    params = _params(args)
-    settings = params.stage_training(args.experiment, args.command)
-    maybe_relaunch(settings.nproc, settings.nodes)  # re-execs under torchrun when a stage needs several processes
+    plan = _plan(args, args.command, experiment=args.experiment, seed=args.seed)
+    training = plan.spec.training
+    maybe_relaunch(training.nproc, training.nodes)  # re-execs under torchrun when a stage needs several processes
     from jarvis.launch import hard_exit
     from jarvis.stages import train
 
     try:
-        rc = _print_metrics(train.run(params, args.experiment, args.command))
+        rc = _print_metrics(train.run(plan))
     except SystemExit as exc:  # jarvis.training.Preempted: checkpoint saved, exit 128 + signal
         rc = exc.code if isinstance(exc.code, int) else 1
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -61,19 +62,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from jarvis.stages import evaluate
 
-    return _print_metrics(evaluate.run(_params(args), args.experiment, args.benchmark))
+    plan = _plan(args, "evaluate", experiment=args.experiment, seed=args.seed, benchmark=args.benchmark)
+    return _print_metrics(evaluate.run(plan))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from jarvis.stages import report
 
-    return _print_metrics(report.run(_params(args)))
+    return _print_metrics(report.run(_plan(args, "report")))
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     from jarvis.eval import scorers
 
-    return scorers.run_score(args)
+    return scorers.main_score(args.rest)  # its arguments are the scorer's own (parsed there, not at start-up)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -94,13 +96,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_dag(args: argparse.Namespace) -> int:
     from jarvis import dag
+    from jarvis.io import write_text_atomic
 
-    params, _, stages = dag.load(args.params)
+    stages = dag.load(args.params)
     text = dag.render_dvc(stages)
     if args.action == "render":
-        tmp = Path("dvc.yaml.tmp")
-        tmp.write_text(text)
-        tmp.replace("dvc.yaml")
+        write_text_atomic("dvc.yaml", text)
         print(f"dvc.yaml: {len(stages)} stages")
         return 0
     if args.action == "check":
@@ -138,20 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
                         ("finetune", "stage 2: instruction tuning, ZeRO-3")):
         t = sub.add_parser(stage, help=text)
         t.add_argument("--experiment", required=True)
+        t.add_argument("--seed", type=int, required=True, help="one of run.seeds")
         t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="greedy answers + scores for one benchmark")
     e.add_argument("--experiment", required=True)
+    e.add_argument("--seed", type=int, required=True, help="one of run.seeds")
     e.add_argument("--benchmark", required=True)
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("report", help="experiments x benchmarks table and plots")
     r.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("score", help="score a Cambrian-format answers file; prints scores JSON")
-    from jarvis.eval.scorers import add_score_arguments
-
-    add_score_arguments(s)
+    s = sub.add_parser("score", add_help=False,
+                       help="score a Cambrian-format answers file; prints scores JSON (`jarvis score --help`)")
     s.set_defaults(func=cmd_score)
 
     ch = sub.add_parser("chat", help="answer one question about one image (greedy)")
@@ -174,7 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "score":
+        args.rest = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from jarvis.config import ConfigError

@@ -1,8 +1,8 @@
 """The schema of ``params.yaml`` (house rule 5: schema first, unknown keys rejected with their name).
 
 Every section is a frozen pydantic model with ``extra="forbid"``. Experiments reference named building blocks
-(LLMs, towers, datasets, training recipes, JEPA recipes); :func:`experiment_refs` returns the dotted params keys an
-experiment's stages read, which is what the DAG declares as DVC params / Snakemake ``params:`` (house rule 6).
+(LLMs, towers, datasets, training recipes, JEPA recipes). Which params keys a stage reads is not listed here: the
+stage resolver (jarvis.plan) records the keys it reads through a view over these models.
 """
 
 from __future__ import annotations
@@ -189,13 +189,25 @@ class TrainingRecipe(_Strict):
     resources: Resources  # cluster requests; not declared as DVC params (they do not change results)
 
 
-class MaskParams(_Strict):
-    num_targets: int = Field(ge=0)
-    target_scale: tuple[float, float]
-    context_scale: tuple[float, float]
-    aspect_ratio: tuple[float, float]
-    min_keep: int = Field(ge=0)
+class MaskSpec(_Strict):
+    """Multiblock mask hyper-parameters (jarvis.masking samples them); defaults are the reference's (paper-spec §4)."""
+
+    num_targets: int = Field(default=4, ge=0)
+    target_scale: tuple[float, float] = (0.15, 0.2)
+    context_scale: tuple[float, float] = (0.85, 1.0)
+    aspect_ratio: tuple[float, float] = (0.75, 1.5)
+    min_keep: int = Field(default=10, ge=0)
     targets_may_overlap: bool = True
+
+    @model_validator(mode="after")
+    def _ranges(self) -> MaskSpec:
+        for name in ("target_scale", "context_scale", "aspect_ratio"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must satisfy 0 < lo <= hi, got {(lo, hi)}")
+        if self.target_scale[1] > 1 or self.context_scale[1] > 1:
+            raise ValueError("mask scales are fractions of the grid area and must be <= 1")
+        return self
 
 
 class JepaRecipe(_Strict):
@@ -204,7 +216,7 @@ class JepaRecipe(_Strict):
     weight: float = Field(ge=0)
     skip_prob: float = Field(ge=0, le=1)
     head: Literal["linear", "mlp"]
-    mask: MaskParams
+    mask: MaskSpec
 
 
 class Evaluation(_Strict):
@@ -224,18 +236,42 @@ class Experiment(_Strict):
     data: str
     training: str
     baselines: list[str] = []
-    # Per-experiment changes to its training recipe, e.g. {pretrain: {learning_rate: 2.0e-3}}; validated against
-    # the recipe schema. Declared as part of `experiments.<name>`, so an edit reruns only this experiment.
-    overrides: dict[Literal["pretrain", "finetune"], dict[str, Any]] = {}
+    jepa_layer: int | None = Field(default=None, ge=1)  # None: the LLM's default read-out layer
+    # Per-experiment changes to its training recipe or JEPA recipe, e.g. {pretrain: {learning_rate: 2.0e-3}} or
+    # {jepa: {skip_prob: 0.5, mask: {num_targets: 2}}}; validated against the recipe schema. Declared as part of
+    # `experiments.<name>`, so an edit reruns only this experiment.
+    overrides: dict[Literal["pretrain", "finetune", "jepa"], dict[str, Any]] = {}
+
+
+class Sweep(_Strict):
+    """Variants of one base experiment: values of experiment keys (jarvis.sweeps.SWEEP_KEYS), as a grid (every
+    combination) or zipped lists (the i-th values together). Each variant is a full experiment, validated by the
+    same schema; its id is ``<base>--<key>-<value>[--...]``."""
+
+    base: str
+    mode: Literal["grid", "zip"] = "grid"
+    values: dict[str, list[Any]] = Field(min_length=1)
+    paper_ref: str = ""
+
+    @model_validator(mode="after")
+    def _lists(self) -> Sweep:
+        for key, vals in self.values.items():
+            if not vals:
+                raise ValueError(f"values.{key}: empty list")
+        if self.mode == "zip" and len({len(v) for v in self.values.values()}) > 1:
+            raise ValueError(f"mode: zip needs lists of one length, got { {k: len(v) for k, v in self.values.items()} }")
+        return self
 
 
 class RunSelection(_Strict):
     experiments: list[str] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)  # every training/evaluation stage runs once per seed
+    sweeps: list[str] = []  # names in `sweeps`; their variants run too (x seeds)
     benchmarks: list[Literal[BENCHMARKS]]  # type: ignore[valid-type]
 
 
 class Params(_Strict):
-    seed: int
+    seed: int  # shared building blocks only (scratch LM/tower init, stage 0); runs take theirs from run.seeds
     run: RunSelection
     llms: dict[str, LLMSpec]
     towers: dict[str, TowerSpec]
@@ -244,6 +280,7 @@ class Params(_Strict):
     jepa: dict[str, JepaRecipe]
     evaluation: Evaluation
     experiments: dict[str, Experiment]
+    sweeps: dict[str, Sweep] = {}
 
     @model_validator(mode="after")
     def _references(self) -> Params:
@@ -259,14 +296,19 @@ class Params(_Strict):
             for b in exp.baselines:
                 if b not in self.experiments:
                     raise ValueError(f"experiments.{name}.baselines: unknown experiment {b!r}")
-            for stage, override in exp.overrides.items():
-                base = getattr(self.training[exp.training], stage).model_dump()
+            if "jepa" in exp.overrides and exp.jepa is None:
+                raise ValueError(f"experiments.{name}.overrides.jepa: the experiment has no JEPA recipe (jepa: null)")
+            if exp.jepa_layer is not None and exp.jepa is None:
+                raise ValueError(f"experiments.{name}.jepa_layer: the experiment has no JEPA recipe (jepa: null)")
+            for stage in exp.overrides:
                 try:
-                    StageTraining.model_validate({**base, **override})
+                    recipe = self.stage_training(name, stage) if stage != "jepa" else self.jepa_recipe(name)
                 except ValidationError as err:
                     raise ValueError(
                         _format_error(err).replace("params.yaml is invalid:\n  ", f"experiments.{name}.overrides.{stage}.")
                     ) from None
+                if stage == "jepa" and recipe.target not in self.towers:
+                    raise ValueError(f"experiments.{name}.overrides.jepa.target: unknown tower {recipe.target!r}")
             if exp.jepa is not None and not exp.bidir_visual_attn:
                 raise ValueError(f"experiments.{name}: JEPA needs bidir_visual_attn: true (paper-spec §6)")
         for name, recipe in self.jepa.items():
@@ -275,6 +317,14 @@ class Params(_Strict):
         for name in self.run.experiments:
             if name not in self.experiments:
                 raise ValueError(f"run.experiments: unknown experiment {name!r} (known: {sorted(self.experiments)})")
+        if len(set(self.run.seeds)) != len(self.run.seeds):
+            raise ValueError(f"run.seeds: repeated seeds {self.run.seeds}")
+        for name in self.run.sweeps:
+            if name not in self.sweeps:
+                raise ValueError(f"run.sweeps: unknown sweep {name!r} (known: {sorted(self.sweeps)})")
+        for name, sweep in self.sweeps.items():
+            if sweep.base not in self.experiments:
+                raise ValueError(f"sweeps.{name}.base: unknown experiment {sweep.base!r}")
         for name, llm in self.llms.items():
             if llm.tokenizer is not None and llm.tokenizer.corpus not in self.datasets:
                 raise ValueError(f"llms.{name}.tokenizer.corpus: unknown dataset {llm.tokenizer.corpus!r}")
@@ -292,11 +342,28 @@ class Params(_Strict):
         e = self.experiment(exp)
         base: StageTraining = getattr(self.training[e.training], stage)
         override = e.overrides.get(stage)
-        return StageTraining.model_validate({**base.model_dump(), **override}) if override else base
+        return StageTraining.model_validate(merge(base.model_dump(), override)) if override else base
 
     def jepa_recipe(self, exp: str) -> JepaRecipe | None:
-        ref = self.experiment(exp).jepa
-        return None if ref is None else self.jepa[ref]
+        """The experiment's JEPA recipe with its overrides (stage 1 only: stage 2 never reads it, paper-spec §8)."""
+        e = self.experiment(exp)
+        if e.jepa is None:
+            return None
+        base = self.jepa[e.jepa]
+        override = e.overrides.get("jepa")
+        return JepaRecipe.model_validate(merge(base.model_dump(), override)) if override else base
+
+    def jepa_layer(self, exp: str) -> int:
+        e = self.experiment(exp)
+        return e.jepa_layer if e.jepa_layer is not None else self.llms[e.llm].jepa_layer
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` applied recursively (nested dicts merge, everything else replaces)."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _format_error(err: ValidationError) -> str:
@@ -332,46 +399,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def load_raw(path: str | Path = "params.yaml") -> dict[str, Any]:
     with Path(path).open() as fh:
         return yaml.safe_load(fh)
-
-
-# ------------------------------------------------------------ declared params (the DAG's params closure)
-def component_refs(params: Params, kind: str, name: str) -> list[str]:
-    """Dotted params keys read when materialising one building block (download stage)."""
-    if kind == "llm":
-        llm = params.llms[name]
-        keys = [f"llms.{name}"]
-        for data in {llm.tokenizer.corpus if llm.tokenizer else None, llm.text_pretrain.data if llm.text_pretrain else None}:
-            if data is not None:
-                keys.append(f"datasets.{data}")
-        return sorted(set(keys), key=keys.index)
-    if kind == "tower":
-        return [f"towers.{name}"]
-    if kind == "data":
-        return [f"datasets.{name}"]
-    raise ValueError(kind)
-
-
-def experiment_refs(params: Params, exp: str, stage: str) -> list[str]:
-    """Dotted params keys a stage of ``exp`` reads — its exact DVC ``params:`` list."""
-    e = params.experiment(exp)
-    recipe = params.jepa_recipe(exp)
-    keys = ["seed", f"experiments.{exp}", f"llms.{e.llm}", f"towers.{e.vision}", f"datasets.{e.data}"]
-    if stage == "cache_features":  # stage-1 images, always resize + centre-crop (paper-spec §3)
-        keys = [f"towers.{e.vision}", f"datasets.{e.data}"]
-        if recipe is not None:
-            keys.append(f"towers.{recipe.target}")
-        return keys
-    if stage == "pretrain":
-        keys.append(f"training.{e.training}.pretrain")
-        if recipe is not None:
-            keys += [f"jepa.{e.jepa}", f"towers.{recipe.target}"]
-    elif stage == "finetune":
-        keys += [f"training.{e.training}.finetune"]
-    elif stage == "evaluate":
-        keys = [f"experiments.{exp}.llm", f"llms.{e.llm}.chat_template", f"datasets.{e.data}", "evaluation"]
-    else:
-        raise ValueError(f"unknown stage {stage!r}")
-    return keys
 
 
 def lookup(raw: dict[str, Any], dotted: str) -> Any:

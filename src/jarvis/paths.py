@@ -39,32 +39,33 @@ def features_dir(key: str) -> Path:
     return Path("features") / key
 
 
-def run_dir(exp: str, stage: str) -> Path:
-    return Path("runs") / exp / stage
+def run_dir(exp: str, seed: int, stage: str) -> Path:
+    """One training run: ``runs/<experiment>/s<seed>/<stage>`` (seeds are an axis of the graph)."""
+    return Path("runs") / exp / f"s{seed}" / stage
 
 
-def checkpoint_dir(exp: str, stage: str) -> Path:
-    return run_dir(exp, stage) / "model"
+def checkpoint_dir(exp: str, seed: int, stage: str) -> Path:
+    return run_dir(exp, seed, stage) / "model"
 
 
-def metrics_file(exp: str, stage: str) -> Path:
-    return run_dir(exp, stage) / "metrics.json"
+def metrics_file(exp: str, seed: int, stage: str) -> Path:
+    return run_dir(exp, seed, stage) / "metrics.json"
 
 
-def history_file(exp: str, stage: str) -> Path:
-    return run_dir(exp, stage) / "history.jsonl"
+def history_file(exp: str, seed: int, stage: str) -> Path:
+    return run_dir(exp, seed, stage) / "history.jsonl"
 
 
-def eval_dir(exp: str, bench: str) -> Path:
-    return Path("runs") / exp / "eval" / bench
+def eval_dir(exp: str, seed: int, bench: str) -> Path:
+    return run_dir(exp, seed, "eval") / bench
 
 
-def answers_file(exp: str, bench: str) -> Path:
-    return eval_dir(exp, bench) / "answers.jsonl"
+def answers_file(exp: str, seed: int, bench: str) -> Path:
+    return eval_dir(exp, seed, bench) / "answers.jsonl"
 
 
-def scores_file(exp: str, bench: str) -> Path:
-    return eval_dir(exp, bench) / "scores.json"
+def scores_file(exp: str, seed: int, bench: str) -> Path:
+    return eval_dir(exp, seed, bench) / "scores.json"
 
 
 def reports_dir() -> Path:
@@ -75,6 +76,6 @@ def log_file(stage_id: str) -> Path:
     return Path("logs") / f"{stage_id}.log"
 
 
-def work_dir(exp: str, stage: str) -> Path:
-    base = Path(os.environ.get("JARVIS_SCRATCH", "_work"))
-    return base / exp / stage
+def work_dir(stage_id: str) -> Path:
+    """Scratch of one stage (resumable checkpoints, MLflow run id), ``_work/<stage id>``."""
+    return Path(os.environ.get("JARVIS_SCRATCH", "_work")) / stage_id

@@ -21,17 +21,15 @@ DeepSpeed on CPU follows stack-facts.md §3 (gloo, ``use_cpu``, "auto" JSONs, ba
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +39,8 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from jarvis.io import replace_dir, write_json_atomic, write_text_atomic
+from jarvis.launch import free_port
 from jarvis.seeding import make_generator
 
 if TYPE_CHECKING:
@@ -102,6 +102,17 @@ class TrainSettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainSettings.{name} must be >= 1, got {getattr(self, name)}")
 
+    @classmethod
+    def from_recipe(cls, stage: str, seed: int, recipe: Any, jepa: Any | None = None) -> TrainSettings:
+        """The one translation from params (a validated jarvis.config.StageTraining and JEPA recipe): same-named
+        fields are taken as they are, derived ones from the recipe's own properties, so no field is re-typed."""
+        same = {f.name for f in fields(cls)} & set(type(recipe).model_fields)
+        values = {name: getattr(recipe, name) for name in same}
+        values["max_steps"] = recipe.max_steps if recipe.max_steps > 0 else None
+        return cls(stage=stage, seed=seed, grad_accum=recipe.grad_accum, world_size=recipe.world_size,
+                   jepa_skip_prob=jepa.skip_prob if jepa is not None else 0.0,
+                   mask_spec=jepa.mask if jepa is not None else None, **values)
+
     @property
     def global_batch(self) -> int:
         return self.per_device_batch * self.grad_accum * self.world_size
@@ -109,12 +120,6 @@ class TrainSettings:
     @property
     def jepa_enabled(self) -> bool:
         return self.mask_spec is not None
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_dist_env() -> None:
@@ -126,7 +131,7 @@ def ensure_dist_env() -> None:
     if "WORLD_SIZE" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _world_size())))
 
 
@@ -452,23 +457,6 @@ def teardown_distributed() -> None:
         dist.destroy_process_group()
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temp dir into place; an old ``final`` is moved aside first (os.replace needs an empty target)."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _summarise(
     history: list[dict[str, Any]], train_metrics: Mapping[str, Any], wall_s: float, steps: int
 ) -> dict[str, Any]:
@@ -580,10 +568,10 @@ def run_training(
         if rank == 0:
             # Trainer.save_model also writes TrainingArguments as a pickle; the declared output is safetensors only.
             (tmp / "training_args.bin").unlink(missing_ok=True)
-            _replace_dir(tmp, out_dir)
-            _write_text_atomic(metrics_path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+            replace_dir(tmp, out_dir)
+            write_json_atomic(metrics_path, metrics)
             lines = [json.dumps(h, sort_keys=True) for h in trainer.state.log_history]
-            _write_text_atomic(history_path, "\n".join(lines) + "\n")
+            write_text_atomic(history_path, "\n".join(lines) + "\n")
             if mlflow_run is not None:
                 tracking.log_final_metrics(metrics)
         _barrier()
@@ -595,8 +583,3 @@ def run_training(
             preemption.uninstall()
         if teardown:
             teardown_distributed()
-
-
-def settings_dict(settings: TrainSettings) -> dict[str, Any]:
-    """A JSON-able view of the settings (for the resolved-config dump and MLflow params)."""
-    return asdict(settings)

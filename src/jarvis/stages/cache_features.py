@@ -18,14 +18,23 @@ from typing import Any
 import torch
 from PIL import Image
 
-from jarvis import paths
-from jarvis.config import Params, experiment_refs
-from jarvis.stages.common import corpus, image_transform, load_tower, stage_params_view, stage_run
+from jarvis.plan import CacheSpec, StagePlan
+from jarvis.stages.common import image_transform
+from jarvis.tracking import plan_run as stage_run
 
 log = logging.getLogger(__name__)
 SHARD_SIZE = 1024
 BATCH = 32
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_tower(recipe: Any) -> Any:
+    """A frozen, eval-mode VisionTower from its downloaded directory, with the recipe's feature selection."""
+    from jarvis.model.vision import VisionTower
+
+    tower = VisionTower.from_pretrained(recipe.dir, **recipe.kwargs)
+    tower.requires_grad_(False)
+    return tower.eval()
 
 
 def _encode(samples: list[dict[str, Any]], root: Path, transform: Any, vision: Any, target: Any | None,
@@ -50,27 +59,23 @@ def _encode(samples: list[dict[str, Any]], root: Path, transform: Any, vision: A
     return torch.cat(ctx_out), (torch.cat(tgt_out) if target is not None else None)
 
 
-def run(params: Params, data: str, vision_name: str, target_name: str | None) -> dict[str, Any]:
+def run(plan: StagePlan) -> dict[str, Any]:
     from jarvis import tracking
     from jarvis.data.dataset import load_and_validate, write_feature_index, write_feature_shard
     from jarvis.io import atomic_dir
 
-    exp = next((e for e in params.run.experiments
-                if params.experiments[e].data == data and params.experiments[e].vision == vision_name), None)
-    keys = experiment_refs(params, exp, "cache_features") if exp else [f"towers.{vision_name}", f"datasets.{data}"]
-    key = paths.cache_key(data, vision_name, target_name)
+    spec: CacheSpec = plan.spec
     t0 = time.perf_counter()
-    with stage_run("components", f"cache_features-{key}", stage_params_view(params, keys)) as (mlrun, _):
-        spec = params.datasets[data]
-        c = corpus(params, data, "pretrain")
+    with stage_run(plan) as (mlrun, _):
+        c = spec.corpus
         samples, report = load_and_validate(c.annotations, c.image_root, spec.max_dropped_fraction)
         with_image = [s for s in samples if s.get("image") is not None]
-        vision = load_tower(params, vision_name)
-        target = load_tower(params, target_name) if target_name else None
+        vision = load_tower(spec.vision)
+        target = load_tower(spec.target) if spec.target else None
         transform = image_transform(vision, "crop", target)
-        dtype = _DTYPES[spec.feature_cache_dtype]
+        dtype = _DTYPES[spec.dtype]
 
-        out = paths.features_dir(key)
+        out = spec.out
         partial = out.with_name(out.name + ".partial")  # undeclared, survives reruns: per-shard resume
         partial.mkdir(parents=True, exist_ok=True)
         shards, reused = [], 0
@@ -85,7 +90,8 @@ def run(params: Params, data: str, vision_name: str, target_name: str | None) ->
             ctx, tgt = _encode(chunk, c.image_root, transform, vision, target, dtype)
             shards.append(write_feature_shard(partial, k, start, ctx, tgt))
             done.write_text(f"{start}:{len(chunk)}")
-        meta = {"data": data, "vision": vision_name, "target": target_name, "dtype": spec.feature_cache_dtype,
+        meta = {"data": spec.data, "vision": spec.vision.name, "target": spec.target.name if spec.target else None,
+                "dtype": spec.dtype,
                 "grid": list(vision.grid), "target_grid": list(target.grid) if target else None,
                 "drops": report}
         write_feature_index(partial, [s["id"] for s in with_image], shards, meta)
