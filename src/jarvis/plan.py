@@ -51,7 +51,9 @@ class View:
 
     def _child(self, value: Any, key: str) -> Any:
         path = f"{self._path}.{key}" if self._path else key
-        if isinstance(value, (BaseModel, dict)):
+        # containers are viewed (models; tables of models or of dicts); anything else is a leaf, logged whole
+        if isinstance(value, BaseModel) or (isinstance(value, dict) and value
+                                            and all(isinstance(x, (BaseModel, dict)) for x in value.values())):
             return View(value, path, self._log)
         self._log.append(path)
         return value
@@ -72,6 +74,8 @@ class View:
         return self._child(self._node[key], key)
 
     def get(self, key: str, default: Any = None) -> Any:
+        if not isinstance(self._node, dict):
+            raise TypeError(f"params view {self._path}: not a mapping")
         if key in self._node:
             return self._child(self._node[key], key)
         self._log.append(f"{self._path}.{key}")  # absence is read too: adding the key must rerun
@@ -298,17 +302,21 @@ class Resolver:
             return None
         override = e.overrides.get("jepa")
         base = v.jepa[ref].value()
-        return JepaRecipe.model_validate(merge(base.model_dump(), override.value())) if override else base
+        return JepaRecipe.model_validate(merge(base.model_dump(), override)) if override else base
 
     @staticmethod
-    def _read_all(entry: View, exclude: tuple[str, ...] = ()) -> Any:
-        """Log every field of ``entry`` but ``exclude``; the validated entry."""
-        for f in type(entry._node).model_fields:
-            if f not in exclude:
-                x = getattr(entry, f)
-                if isinstance(x, View):
-                    x.value()
-        return entry._node
+    def _llm_entry(llm: View) -> Any:
+        """Log what materialising an LM reads (not jepa_layer: the read-out layer is a stage-1 knob)."""
+        if llm.init == "hub":
+            llm.hub.value()
+        else:
+            llm.config  # noqa: B018 -- a leaf: reading logs it
+            llm.tokenizer.value()
+            tp = llm.text_pretrain
+            if tp is not None:
+                tp.value()
+        llm.chat_template  # noqa: B018
+        return llm._node
 
     @staticmethod
     def _training(v: View, exp: str, stage: str) -> StageTraining:
@@ -316,7 +324,7 @@ class Resolver:
         base = getattr(v.training[e.training], stage)
         override = e.overrides.get(stage)
         if override:
-            return StageTraining.model_validate(merge(base.value().model_dump(), override.value()))
+            return StageTraining.model_validate(merge(base.value().model_dump(), override))
         return base.value()
 
     # ---- kinds
@@ -336,7 +344,7 @@ class Resolver:
             out = paths.llm_dir(name)
             entry = None
             if name in table:
-                entry = self._read_all(v.llms[name], exclude=("jepa_layer",))  # the read-out layer is stage 1's
+                entry = self._llm_entry(v.llms[name])
                 if entry.init == "scratch":
                     seed = v.seed
                     extra["tokenizer_data"] = paths.dataset_dir(entry.tokenizer.corpus)
