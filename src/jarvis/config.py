@@ -8,12 +8,14 @@ stage resolver (jarvis.plan) records the keys it reads through a view over these
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 TemplateName = Literal["plain", "vicuna_v1", "qwen2", "mistral"]
+JepaLossKind = Literal["cos", "smooth_l1"]  # the one list of JEPA losses (jarvis.losses, JarvisConfig read it)
+JEPA_LOSSES: tuple[str, ...] = get_args(JepaLossKind)
 TrainableGroup = Literal["projector", "mask_token", "jepa_head", "llm", "vision", "target"]
 BENCHMARKS = ("cvbench_2d", "cvbench_3d", "mmvp", "blink", "mme", "mmstar", "pope", "gqa")
 
@@ -212,7 +214,7 @@ class MaskSpec(_Strict):
 
 class JepaRecipe(_Strict):
     target: str
-    loss: Literal["cos", "smooth_l1"]
+    loss: JepaLossKind
     weight: float = Field(ge=0)
     skip_prob: float = Field(ge=0, le=1)
     head: Literal["linear", "mlp"]

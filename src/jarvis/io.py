@@ -64,6 +64,14 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def save_safetensors_atomic(tensors: dict[str, Any], path: str | os.PathLike[str],
+                            metadata: dict[str, str] | None = None) -> Path:
+    """Safetensors (never pickles) written through :func:`write_bytes_atomic`."""
+    from safetensors.torch import save
+
+    return write_bytes_atomic(path, save(tensors, metadata=metadata))
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     with Path(path).open() as fh:
         return json.load(fh)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,6 @@ from typing import Any
 import torch
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
@@ -35,7 +33,7 @@ from jarvis.data.conversation import (
 )
 from jarvis.data.images import ContextTargetTransform, ImageTransform
 from jarvis.data.templates import IMAGE_TOKEN
-from jarvis.io import write_bytes_atomic
+from jarvis.io import save_safetensors_atomic, write_bytes_atomic
 
 DROP_REASONS = (
     "bad_json",
@@ -223,10 +221,7 @@ def write_feature_shard(
     tensors = {"context": context.contiguous().cpu()}
     if target is not None:
         tensors["target"] = target.contiguous().cpu()
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=cache_dir)
-    os.close(fd)
-    save_file(tensors, tmp)
-    os.replace(tmp, cache_dir / name)
+    save_safetensors_atomic(tensors, cache_dir / name)
     return {"file": name, "start": int(start), "count": int(context.shape[0])}
 
 
