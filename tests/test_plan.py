@@ -255,5 +255,6 @@ def test_same_seed_twice_is_bitwise_identical_and_seeds_differ(raw, tmp_path: Pa
     w0, m0 = weights_and_metrics(0)
     w0b, m0b = weights_and_metrics(0)
     w1, m1 = weights_and_metrics(1)
-    assert w0 == w0b and m0 == m0b
+    assert w0 == w0b
+    assert m0 == m0b
     assert w0 != w1 and m0["loss"] != m1["loss"]
