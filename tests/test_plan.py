@@ -68,6 +68,7 @@ def test_declared_params_are_the_keys_resolution_read(raw):
         jarvis.params)
     assert not any(k.startswith("jepa.") or k.endswith("jepa_layer") for k in llava.params)
     assert not any(k.startswith("training.") for k in plans["evaluate-jarvis-s0-pope"].params)
+    assert "experiments.jarvis" not in jarvis.params and "experiments.jarvis.paper_ref" not in jarvis.params
     assert "training.tiny.finetune" in plans["finetune-jarvis-s0"].params
     assert not any(k.startswith("jepa") for k in plans["finetune-jarvis-s0"].params)  # JEPA is stage 1 only
     # the LM download does not read the stage-1 read-out layer; no stage reads scheduler resources
@@ -85,11 +86,13 @@ def _lookup(raw, key):
     return node
 
 
-def test_an_override_is_read_only_by_the_stage_it_overrides(raw):
+def test_an_override_applies_to_its_stage_and_keeps_the_declared_keys(raw):
+    before = {i: p.params for i, p in _by_id(copy.deepcopy(raw)).items()}
     raw["experiments"]["jarvis"]["overrides"] = {"finetune": {"learning_rate": 2.0e-3}}
     plans = _by_id(raw)
+    assert {i: p.params for i, p in plans.items()} == before  # a value edit never needs a new dvc.yaml
     assert plans["finetune-jarvis-s0"].spec.training.learning_rate == 2.0e-3
-    assert "experiments.jarvis.overrides.finetune" in plans["finetune-jarvis-s0"].params
+    assert "experiments.jarvis.overrides" in plans["finetune-jarvis-s0"].params  # the same key, present or not
     assert plans["pretrain-jarvis-s0"].spec.training.learning_rate == 1.0e-3
 
 

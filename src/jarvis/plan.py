@@ -74,12 +74,12 @@ class View:
         return self._child(self._node[key], key)
 
     def get(self, key: str, default: Any = None) -> Any:
+        """An optional entry of a mapping: the whole mapping is logged, present or not, so the declared keys do not
+        change when the entry is added (dvc.yaml need not be re-rendered for a value edit)."""
         if not isinstance(self._node, dict):
             raise TypeError(f"params view {self._path}: not a mapping")
-        if key in self._node:
-            return self._child(self._node[key], key)
-        self._log.append(f"{self._path}.{key}")  # absence is read too: adding the key must rerun
-        return default
+        self._log.append(self._path)
+        return self._node.get(key, default)
 
     def value(self) -> Any:
         """The whole subtree (logged as one key)."""
