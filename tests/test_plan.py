@@ -145,6 +145,8 @@ def test_seeds_are_an_axis_and_shared_blocks_are_not_repeated(raw):
 
 def test_default_runs_at_least_two_seeds(raw):
     assert len(validate_params(raw).run.seeds) >= 2
+    with pytest.raises(KeyError, match=r"seed 7 is not in run.seeds \[0, 1\]"):
+        _resolver(raw).resolve("pretrain", experiment="jarvis", seed=7)
 
 
 # ------------------------------------------------------------------ sweeps

@@ -523,6 +523,8 @@ class Resolver:
         return list(plans.values())
 
     def resolve(self, kind: StageKind, **ids: Any) -> StagePlan:
+        if "seed" in ids and ids["seed"] not in self.params.run.seeds:
+            raise KeyError(f"seed {ids['seed']} is not in run.seeds {self.params.run.seeds}")
         if kind == "download":
             return self.download(ids["component"], ids["name"])
         if kind == "cache_features":
