@@ -125,7 +125,7 @@ def _edit(project: Path, dotted: str, value) -> str:
 
 @pytest.mark.parametrize(("key", "value", "kinds"), [
     ("training.tiny.resources.pretrain.runtime", 99, set()),  # a scheduler request: read by no stage
-    ("evaluation.max_new_tokens", 6, {"evaluate"}),
+    ("evaluation.max_new_tokens", {"pope": 6}, {"evaluate"}),
     ("llms.tiny_llama.jepa_layer", 2, {"pretrain"}),  # the JEPA read-out layer: not the LM download
     ("training.tiny.finetune.learning_rate", 2.0e-3, {"finetune"}),
 ])

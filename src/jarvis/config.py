@@ -17,7 +17,10 @@ TemplateName = Literal["plain", "vicuna_v1", "qwen2", "mistral"]
 JepaLossKind = Literal["cos", "smooth_l1"]  # the one list of JEPA losses (jarvis.losses, JarvisConfig read it)
 JEPA_LOSSES: tuple[str, ...] = get_args(JepaLossKind)
 TrainableGroup = Literal["projector", "mask_token", "jepa_head", "llm", "vision", "target"]
-BENCHMARKS = ("cvbench_2d", "cvbench_3d", "mmvp", "blink", "mme", "mmstar", "pope", "gqa")
+BENCHMARKS = (
+    *("cvbench_2d", "cvbench_3d", "mmvp", "blink", "mme", "mmstar", "pope", "gqa"),
+    *("realworldqa", "vstar", "mmbench_en", "seed", "scienceqa", "ai2d", "textvqa", "chartqa", "ocrbench"),
+)
 
 
 class _Strict(BaseModel):
@@ -224,7 +227,8 @@ class JepaRecipe(_Strict):
 class Evaluation(_Strict):
     mode: Literal["fixed", "compat"]
     batch_size: int = Field(ge=1)
-    max_new_tokens: int = Field(ge=1)
+    # Per-benchmark decoding length overrides; unset benchmarks use the reference's (jarvis.eval.decoding).
+    max_new_tokens: dict[Literal[BENCHMARKS], Annotated[int, Field(ge=1)]] = {}  # type: ignore[valid-type]
     limit: int | None = None
 
 

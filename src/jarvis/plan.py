@@ -146,7 +146,7 @@ class EvalSpec:
     model_id: str
     mode: str
     batch_size: int
-    max_new_tokens: int
+    max_new_tokens: Mapping[str, int]  # params' per-benchmark overrides of jarvis.eval.decoding's lengths
     limit: int | None
     answers: Path
     scores: Path
@@ -442,7 +442,7 @@ class Resolver:
         sub = "cvbench" if bench.startswith("cvbench") or bench in ("ade", "coco", "omni") else bench
         ckpt = paths.checkpoint_dir(exp, seed, "finetune")
         spec = EvalSpec(benchmark=bench, seed=seed, checkpoint=ckpt, bench_root=paths.dataset_dir(data) / sub,
-                        model_id=exp, mode=cfg.mode, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                        model_id=exp, mode=cfg.mode, batch_size=cfg.batch_size, max_new_tokens=MappingProxyType(dict(cfg.max_new_tokens)),
                         limit=cfg.limit, answers=paths.answers_file(exp, seed, bench),
                         scores=paths.scores_file(exp, seed, bench))
         sid = f"evaluate-{exp}-s{seed}-{bench}"

@@ -19,19 +19,21 @@ chat template. Layouts expected under ``root``:
 | mmstar | ``*.parquet`` anywhere under root (Lin-Chen/MMStar, split val) |
 | pope | ``data/test-*.parquet`` (lmms-lab/POPE) |
 | gqa | ``testdev_balanced_{instructions,images}/testdev-*.parquet`` (lmms-lab/GQA) |
+| realworldqa, vstar, mmbench_en, seed, scienceqa, ai2d, textvqa, chartqa, ocrbench | see ``benchmarks_ext`` |
 """
 
 from __future__ import annotations
 
 import csv
-import io
-import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from jarvis.eval import benchmarks_ext
+from jarvis.eval.records import Question
+from jarvis.eval.records import parquet_rows as _parquet_rows
+from jarvis.eval.records import pil_image as _pil
+from jarvis.eval.records import read_jsonl as _read_jsonl
 
 LETTER_EXT = "Answer with the option's letter from the given choices directly."
 ONLY_LETTER_EXT = "Please answer directly with only the letter of the correct option and nothing else."
@@ -54,62 +56,6 @@ CVBENCH_CATEGORY = {
 }
 CV2D_SOURCES = {"ade": ("ADE20K", "SynthFlat"), "coco": ("COCO", "SynthClutter")}
 OMNI_SOURCES = ("Omni3D", "Synth3D")
-
-
-@dataclass(frozen=True)
-class Question:
-    """One benchmark question, ready for prompting (``qs``) and for writing its answer line."""
-
-    benchmark: str
-    question_id: int | str
-    image: Path | Image.Image
-    text: str  # the question as the harness puts it before the extension (choices included where they are)
-    extension: str  # the per-benchmark question suffix (spec §1, §2)
-    max_new_tokens: int
-    gt_answer: str
-    category: str | None = None
-    options: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)  # source, img_name, pair_id, ...
-
-    @property
-    def qs(self) -> str:
-        """``<question text>\\n<question_extension>`` (spec §1); "<image>\\n" and the template come later."""
-        return f"{self.text}\n{self.extension}"
-
-    def load_image(self) -> Image.Image:
-        """The image as RGB PIL, opening the file when the question holds a path."""
-        if isinstance(self.image, Image.Image):
-            return self.image.convert("RGB")
-        with Image.open(self.image) as im:
-            return im.convert("RGB")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# readers
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"benchmark file missing: {path}")
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def _parquet_rows(files: list[Path], what: str) -> Iterator[dict]:
-    import pandas as pd  # deferred: only the parquet benchmarks need it
-
-    if not files:
-        raise FileNotFoundError(f"no parquet files for {what}")
-    for f in files:
-        yield from pd.read_parquet(f).to_dict(orient="records")
-
-
-def _pil(cell: Any, what: str) -> Image.Image:
-    """An HF ``Image`` feature cell ({'bytes': ..., 'path': ...}) as PIL."""
-    if isinstance(cell, dict) and cell.get("bytes") is not None:
-        return Image.open(io.BytesIO(cell["bytes"]))
-    raise ValueError(f"{what}: image cell without bytes ({type(cell).__name__})")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -291,6 +237,7 @@ _LOADERS: dict[str, Callable[[Path], Iterator[Question]]] = {
     "mmstar": load_mmstar,
     "pope": load_pope,
     "gqa": load_gqa,
+    **benchmarks_ext.LOADERS,  # RealWorldQA, V*Bench, MMBench-EN, SEED, ScienceQA-IMG, AI2D, TextVQA, ChartQA, OCRBench
 }
 BENCHMARKS: tuple[str, ...] = tuple(_LOADERS)
 
@@ -311,6 +258,8 @@ def answer_row(q: Question, answer: str, model_id: str) -> dict[str, Any]:
     Extras over the reference: ``source`` (CV-Bench split, fix #11), ``pair_id`` (MMVP, MME; fix #6, #12), and
     POPE's full prompt where the reference stored only its first character (fix #10).
     """
+    if q.benchmark in benchmarks_ext.LOADERS:
+        return benchmarks_ext.answer_row(q, answer, model_id)
     b, base = q.benchmark, {"prompt": q.qs, "answer": answer, "gt_answer": q.gt_answer, "model_id": model_id}
     if b in ("ade", "coco", "omni", "cvbench_2d", "cvbench_3d", "cvbench"):
         row = {

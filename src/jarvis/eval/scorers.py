@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jarvis.eval import parsing as P
+from jarvis.eval import scorers_ext
 
 Mode = Literal["compat", "fixed"]
 MODES: tuple[str, ...] = ("compat", "fixed")
@@ -478,6 +479,7 @@ _SCORERS: dict[str, Callable[[Sequence[dict], str], dict[str, Any]]] = {
     "mmstar": lambda rows, mode: _score_token("mmstar", rows, mode),
     "pope": lambda rows, mode: _score_token("pope", rows, mode),
     "gqa": lambda rows, mode: _score_token("gqa", rows, mode),
+    **scorers_ext.SCORERS,  # RealWorldQA, V*Bench, MMBench-EN, SEED, ScienceQA-IMG, AI2D, TextVQA, ChartQA, OCRBench
 }
 SCORABLE: tuple[str, ...] = tuple(_SCORERS)
 

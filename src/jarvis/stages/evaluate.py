@@ -52,7 +52,7 @@ def generate_answers(model: Any, tokenizer: Any, questions: list[Any], batch_siz
             samples.append({"input_ids": torch.tensor(ids), "labels": torch.full((len(ids),), -100),
                             "pixel_values": transform(q.load_image())})
         batch = collate(samples)
-        limit = min(max_new_tokens, max(q.max_new_tokens for q in chunk))
+        limit = max_new_tokens  # per benchmark (jarvis.eval.decoding); generation stops at EOS
         with torch.inference_mode():
             new = model.generate_greedy(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
                                         max_new_tokens=limit, eos_token_id=tokenizer.eos_token_id)
@@ -63,6 +63,7 @@ def generate_answers(model: Any, tokenizer: Any, questions: list[Any], batch_siz
 def run(plan: StagePlan) -> dict[str, Any]:
     from jarvis import tracking
     from jarvis.eval.benchmarks import answer_row, load_questions
+    from jarvis.eval.decoding import max_new_tokens
     from jarvis.eval.scorers import score_answers
 
     spec: EvalSpec = plan.spec
@@ -74,7 +75,8 @@ def run(plan: StagePlan) -> dict[str, Any]:
         questions = list(load_questions(bench, spec.bench_root, spec.limit))
         if not questions:
             raise ValueError(f"benchmark {bench}: no questions under {spec.bench_root}")
-        answers = generate_answers(model, tokenizer, questions, spec.batch_size, spec.max_new_tokens)
+        answers = generate_answers(model, tokenizer, questions, spec.batch_size,
+                                   max_new_tokens(bench, spec.max_new_tokens))
         gen_s = time.perf_counter() - t0
         rows = [answer_row(q, a, model_id=spec.model_id) for q, a in zip(questions, answers, strict=True)]
         write_text_atomic(spec.answers, "".join(json.dumps(r) + "\n" for r in rows))
