@@ -263,3 +263,30 @@ def test_same_seed_twice_is_bitwise_identical_and_seeds_differ(raw, tmp_path: Pa
     assert w0 == w0b
     assert m0 == m0b
     assert w0 != w1 and m0["loss"] != m1["loss"]
+
+
+def test_report_stage_over_seeds_and_a_sweep(raw, tmp_path: Path, monkeypatch):
+    """The report plan's inputs (fake scores, two seeds, one sweep) -> tables with intervals and a sweep section."""
+    from jarvis.stages import report
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("JARVIS_ROOT", str(tmp_path))
+    raw["run"].update(benchmarks=["pope", "mmvp"], sweeps=["tiny_skip_prob"])
+    plan = _resolver(raw).report()
+    for k, (arm, seed, bench, path) in enumerate(plan.spec.score_files):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        correct = 10 + (k % 5)
+        path.write_text(json.dumps({"benchmark": bench, "overall": 100 * correct / 24, "metric": "accuracy",
+                                    "n": 24, "correct": correct, "n_questions": 24}))
+    for arm, seed, path in plan.spec.histories:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"step": 1, "loss_ntp": 1.0 + seed}) + "\n")
+    report.run(plan)
+    for out in (*plan.outs, *plan.metrics):
+        assert Path(out).is_file(), out
+    md = Path("reports/table.md").read_text()
+    assert "### Sweep tiny_skip_prob" in md and "jepa.skip_prob=0.5" in md and "n=24" in md
+    summary = json.loads(Path("reports/summary.json").read_text())
+    assert summary["rows"]["jarvis"]["pope"]["n"] == 2  # two seeds per arm
+    assert summary["deltas"]["jarvis − llava"]["pope"]["paired"]
