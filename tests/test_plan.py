@@ -274,12 +274,12 @@ def test_report_stage_over_seeds_and_a_sweep(raw, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("JARVIS_ROOT", str(tmp_path))
     raw["run"].update(benchmarks=["pope", "mmvp"], sweeps=["tiny_skip_prob"])
     plan = _resolver(raw).report()
-    for k, (arm, seed, bench, path) in enumerate(plan.spec.score_files):
+    for k, (_arm, _seed, bench, path) in enumerate(plan.spec.score_files):
         path.parent.mkdir(parents=True, exist_ok=True)
         correct = 10 + (k % 5)
         path.write_text(json.dumps({"benchmark": bench, "overall": 100 * correct / 24, "metric": "accuracy",
                                     "n": 24, "correct": correct, "n_questions": 24}))
-    for arm, seed, path in plan.spec.histories:
+    for _arm, seed, path in plan.spec.histories:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"step": 1, "loss_ntp": 1.0 + seed}) + "\n")
     report.run(plan)
