@@ -33,8 +33,25 @@ def _parquet(path: Path, rows: list[dict]) -> Path:
 
 
 def _oracle(bench: str, root: Path, answer) -> dict:
+    """Scores of the answers, computed by the scorer and, identically, by `jarvis score` (which checks every line
+    against the benchmark's questions in their real layout)."""
+    import contextlib
+    import json
+
+    from jarvis.eval.scorers import main_score
+
     rows = [answer_row(q, answer(q), "oracle") for q in load_questions(bench, root)]
-    return {mode: score_answers(bench, rows, mode)["overall"] for mode in ("compat", "fixed")}
+    out = {mode: score_answers(bench, rows, mode)["overall"] for mode in ("compat", "fixed")}
+    answers = root.parent / f"{bench}-answers.jsonl"
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for mode, expected in out.items():
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            code = main_score(["--benchmark", bench, "--mode", mode, "--questions", str(root), str(answers)])
+        assert code == 0, f"jarvis score refused valid {bench} answers"
+        got = json.loads(buf.getvalue())
+        assert got["overall"] == expected and got["coverage"]["partial"] is False
+    return out
 
 
 def test_all_registered() -> None:

@@ -91,15 +91,21 @@ def test_score_mmvp_hand_checked(tmp_path: Path) -> None:
     ]
     answers = tmp_path / "answers.jsonl"
     answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # the question set (MMVP's Questions.csv): the answers are checked against it
+    (tmp_path / "Questions.csv").write_text(
+        "lndex,Question,Options,Correct Answer\n"
+        + "".join(f"{i + 1},Is the door open?,(a) Open (b) Closed,{r['gt_answer']}\n" for i, r in enumerate(rows))
+    )
+    q = ("--questions", str(tmp_path))
 
-    fixed = json.loads(run(tmp_path, JARVIS, "score", "--benchmark", "mmvp", str(answers)).stdout)
+    fixed = json.loads(run(tmp_path, JARVIS, "score", "--benchmark", "mmvp", *q, str(answers)).stdout)
     assert fixed["benchmark"] == "mmvp" and fixed["mode"] == "fixed" and fixed["metric"] == "pair_accuracy"
     assert fixed["overall"] == 50.0 and fixed["pairs_correct"] == 1 and fixed["pairs"] == 2
     assert fixed["n"] == 4 and fixed["correct"] == 3 and fixed["question_accuracy"] == 75.0
     assert fixed["incorrect"] == [3] and fixed["unparseable"] == 0
 
     compat = json.loads(
-        run(tmp_path, JARVIS, "score", "--benchmark", "mmvp", "--mode", "compat", str(answers)).stdout
+        run(tmp_path, JARVIS, "score", "--benchmark", "mmvp", "--mode", "compat", *q, str(answers)).stdout
     )
     assert compat["overall"] == 0.0 and compat["correct"] == 2 and compat["incorrect"] == [1, 3]
 

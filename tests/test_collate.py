@@ -61,3 +61,20 @@ def test_errors() -> None:
         Collator(0, padding_side="middle")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="labels"):
         Collator(0)([sample([1], [1]), sample([2])])
+
+
+def test_inconsistent_samples_are_refused_naming_them() -> None:
+    # Before: a sample with a target but no context (or the reverse) shifted every later target row onto the
+    # wrong image silently; different image shapes failed inside torch.stack without naming a sample.
+    px = torch.ones(3, 2, 2)
+    with pytest.raises(ValueError, match=r"samples \['b'\] have only one of pixel_values/pixel_values_target"):
+        Collator(0)([sample([1], [1], id="a", pixel_values=px, pixel_values_target=px),
+                     sample([2], [2], id="b", pixel_values=px)])  # fmt: skip
+    with pytest.raises(ValueError, match=r"samples \[0\] have only one of context_features/target_features"):
+        Collator(0)([sample([1], [1], target_features=px), sample([2], [2])])
+    with pytest.raises(ValueError, match=r"pixel_values of different shapes.*'a', 'b'"):
+        Collator(0)([sample([1], id="a", pixel_values=px), sample([2], id="b", pixel_values=torch.ones(3, 4, 4))])
+    with pytest.raises(ValueError, match="sample 'c': 1 labels for 2 input ids"):
+        Collator(0)([sample([1, 2], [1], id="c")])
+    with pytest.raises(ValueError, match="sample 'd' has no input ids"):
+        Collator(0)([sample([], [], id="d")])

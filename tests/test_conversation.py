@@ -69,6 +69,11 @@ def test_template_without_generation_blocks_raises(vicuna) -> None:
         ([{"from": "human", "value": "a"}, {"from": "system", "value": "b"}], "malformed"),
         ([{"from": "human", "value": 3}], "malformed"),
         ([{"from": "human", "value": "<image> <image>"}, {"from": "gpt", "value": "b"}], "at most one"),
+        # issue 9: these passed to_messages before (the first crashed later, the others trained on wrong labels)
+        ([{"from": "human", "value": "a"}, {"from": "gpt", "value": "<image> b"}], r"turn 1 \(gpt\) holds '<image>'"),
+        ([*TURNS[:2], {"from": "human", "value": "<image> c"}, TURNS[3]], r"turn 2 \(human\) holds '<image>'"),
+        ([{"from": "human", "value": "a"}, {"from": "gpt", "value": " \n"}], "turn 1 is an empty answer"),
+        (TURNS[:3], r"last turn \(2\) is a question without an answer"),
     ],
 )
 def test_malformed_conversations_raise(vicuna, turns, match: str) -> None:

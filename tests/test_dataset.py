@@ -97,6 +97,111 @@ def test_symlink_escaping_raises(root) -> None:
         safe_image_path(root / "img", "link.png")
 
 
+# Failures found by trying the validator as a hostile user would (issue 9). Each record passed validation before and
+# failed later (or trained on nothing); each is now dropped up front, counted under its reason and named.
+HOSTILE = {
+    "image_token_misplaced": [
+        # `<image>` in an answer: passed (one placeholder, one image), then crashed LlavaDataset at encoding
+        {"id": "ia", "image": "00000/2.png",
+         "conversations": conv("Describe the image.", "<image> a red cube")},
+        # `<image>` in a later human turn
+        {"id": "il", "image": "00000/2.png",
+         "conversations": [*conv("Describe the image.", "a"), *conv("<image> and now?", "b")]},
+    ],
+    "empty_turn": [{"id": "ec", "image": "00000/2.png", "conversations": conv(a="  ")}],  # empty caption
+    "malformed_conversation": [
+        {"id": "nq", "image": "00000/2.png", "conversations": [*conv(), {"from": "human", "value": "And?"}]},
+        {"id": "nv", "image": "00000/2.png", "conversations": [conv()[0], {"from": "gpt", "value": None}]},
+        {"id": "nd", "image": "00000/2.png", "conversations": {"from": "human", "value": "<image>"}},
+    ],
+    "malformed_record": [
+        {"id": True, "conversations": conv("What is it?", "No")},  # a bool is not an id
+        {"id": " ", "conversations": conv("What is it?", "No")},
+        {"id": "li", "image": ["00000/2.png", "00000/1.png"], "conversations": conv()},  # multi-image
+        ["not", "a", "record"],
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("reason", sorted(HOSTILE))
+def test_hostile_records_are_dropped_and_named_at_validation(root, reason: str) -> None:
+    bad = HOSTILE[reason]
+    write_jsonl(root / "ann.jsonl", [*GOOD, *bad])
+    kept, report = load_and_validate(root / "ann.jsonl", root / "img", max_dropped_fraction=0.9)
+    assert [k["id"] for k in kept] == ["a0", 17, "t0"]
+    assert report["counts"] == {reason: len(bad)}
+    named = [str(r["id"]) if isinstance(r, dict) else f"index:{3 + i}" for i, r in enumerate(bad)]
+    assert report["examples"][reason] == named
+
+
+def test_image_in_an_answer_is_named_with_its_turn() -> None:
+    from jarvis.data.conversation import ConversationError, to_messages
+
+    with pytest.raises(ConversationError, match=r"sample 'ia': turn 1 \(gpt\) holds '<image>'") as e:
+        to_messages(HOSTILE["image_token_misplaced"][0]["conversations"], sample_id="ia")
+    assert e.value.reason == "image_token_misplaced"
+
+
+def test_duplicate_ids_are_named_at_validation(root, tok) -> None:
+    # Before: both copies were kept; the feature cache then failed with "ids are not unique", naming none.
+    dupes = [{"id": "a0", "image": "00000/1.png", "conversations": conv()},
+             {"id": "17", "conversations": conv("What is it?", "Yes")}]  # "17" collides with 17 as a cache key
+    write_jsonl(root / "ann.jsonl", [*GOOD, *dupes])
+    kept, report = load_and_validate(root / "ann.jsonl", root / "img", max_dropped_fraction=0.5)
+    assert [k["id"] for k in kept] == ["a0", 17, "t0"] and kept[0]["image"] == "00000/0.png"  # first one kept
+    assert report["counts"] == {"duplicate_id": 2} and report["examples"]["duplicate_id"] == ["a0", "17"]
+    with pytest.raises(ValueError, match=r"duplicated sample ids, e.g. \['a0'\]"):
+        LlavaDataset([*GOOD, dupes[0]], tok, root / "img", num_image_tokens=4, transform=ImageTransform(8, "crop"))
+
+
+def _bad_images(img) -> dict[str, str]:
+    """Files that are not usable images, by the reason they must be dropped with."""
+    Image.new("RGB", (1, 500), (1, 2, 3)).save(img / "strip.png")  # 500:1
+    Image.new("1", (9000, 9000)).save(img / "huge.png")  # 81 M pixels, a 10 KB file
+    (img / "text.png").write_text("hello, I am not an image\n")
+    (img / "empty.png").write_bytes(b"")
+    return {"strip.png": "extreme_aspect_ratio", "huge.png": "image_too_large", "text.png": "corrupt_image",
+            "empty.png": "corrupt_image"}  # fmt: skip
+
+
+def test_bad_images_are_dropped_with_their_reason(root) -> None:
+    bad = _bad_images(root / "img")
+    recs = [{"id": f"b{i}", "image": name, "conversations": conv()} for i, name in enumerate(bad)]
+    write_jsonl(root / "ann.jsonl", [*GOOD, *recs])
+    kept, report = load_and_validate(root / "ann.jsonl", root / "img", max_dropped_fraction=0.9)
+    assert [k["id"] for k in kept] == ["a0", 17, "t0"]
+    assert report["counts"] == {"extreme_aspect_ratio": 1, "image_too_large": 1, "corrupt_image": 2}
+    assert report["examples"]["image_too_large"] == ["b1"]
+
+
+def test_missing_images_fail_over_the_threshold_and_pass_under_it(root) -> None:
+    recs = [*GOOD, *({"id": f"m{i}", "image": f"00000/gone{i}.png", "conversations": conv()} for i in range(2))]
+    write_jsonl(root / "ann.jsonl", recs)
+    _, report = load_and_validate(root / "ann.jsonl", root / "img", max_dropped_fraction=0.4)  # 2/5 = 0.4
+    assert report["counts"] == {"missing_image": 2} and report["examples"]["missing_image"] == ["m0", "m1"]
+    with pytest.raises(ValueError, match=r"dropped 2/5 = 40.0000% > max_dropped_fraction 39.0000%.*'m0', 'm1'"):
+        load_and_validate(root / "ann.jsonl", root / "img", max_dropped_fraction=0.39)
+
+
+def test_sixteen_bit_and_transparent_images_reach_the_model_converted(root, tok) -> None:
+    # Before: the 16-bit image became all white (1.0 after the crop) and the transparent pixels black.
+    img = root / "img"
+    Image.fromarray(np.full((8, 8), 257 * 51, np.uint16)).save(img / "g16.png")  # I;16, 51/255 = 0.2
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8), "RGBA").save(img / "clear.png")  # fully transparent
+    recs = [{"id": "g", "image": "g16.png", "conversations": conv()},
+            {"id": "c", "image": "clear.png", "conversations": conv()}]  # fmt: skip
+    kept, report = load_and_validate_list(root, recs)
+    assert report["dropped"] == 0
+    ds = LlavaDataset(kept, tok, img, num_image_tokens=4, transform=ImageTransform(8, "crop", (0, 0, 0), (1, 1, 1)))
+    assert torch.allclose(ds[0]["pixel_values"], torch.full((3, 8, 8), 51 / 255))
+    assert torch.allclose(ds[1]["pixel_values"], torch.ones(3, 8, 8))  # white background
+
+
+def load_and_validate_list(root, recs):
+    write_jsonl(root / "ann.jsonl", recs)
+    return load_and_validate(root / "ann.jsonl", root / "img", max_dropped_fraction=0.0)
+
+
 @pytest.fixture(scope="module")
 def tok():
     return build_tokenizer(CORPUS, 200, "vicuna_v1", "wordlevel")
@@ -134,6 +239,42 @@ def test_max_length_drops_when_image_span_would_be_cut(root, tok) -> None:
     )
     assert len(ds) == 3 and torch.equal(ds[0]["input_ids"], full[0]["input_ids"][:limit])
     assert torch.equal(ds[0]["labels"], full[0]["labels"][:limit])
+
+
+def test_truncation_is_counted_per_sample_and_thresholded(root, tok) -> None:
+    # A caption longer than max_length: before, it silently lost most of its supervised tokens, uncounted.
+    long = {"id": "long", "image": "00000/2.png", "conversations": conv(a=" ".join(["a red cube"] * 10))}
+    samples = [*GOOD, long]
+    full = LlavaDataset(samples, tok, root / "img", num_image_tokens=4, transform=ImageTransform(8, "crop"))
+    sup = [int((full[i]["labels"] != IGNORE_INDEX).sum()) for i in range(4)]
+    assert full.truncation["truncated_samples"] == 0 and full.truncation["supervised_tokens"] == sum(sup)
+    limit = len(full[0]["input_ids"])  # the short samples fit exactly; "long" is cut
+    kept_long = int((full[3]["labels"][:limit] != IGNORE_INDEX).sum())
+    lost = sup[3] - kept_long
+    assert sup[3] == 31 and lost > sup[3] // 2  # 30 caption words + EOS; most of them are cut
+    ds = LlavaDataset(samples, tok, root / "img", num_image_tokens=4, transform=ImageTransform(8, "crop"),
+                      max_length=limit, max_truncated_fraction=0.7)  # fmt: skip
+    t = ds.truncation
+    assert (t["truncated_samples"], t["samples_losing_supervision"], t["supervised_tokens_lost"]) == (1, 1, lost)
+    assert t["examples"] == {"long": lost} and t["truncated_fraction"] == lost / sum(sup)
+    assert ds.stats["truncation/supervised_tokens_lost"] == lost and ds.stats["encode/dropped"] == 0
+    assert len(ds) == 4 and len(ds[3]["input_ids"]) == limit
+    with pytest.raises(ValueError, match=r"truncates 1 samples.*max_truncated_fraction.*'long': " + str(lost)):
+        LlavaDataset(samples, tok, root / "img", num_image_tokens=4, transform=ImageTransform(8, "crop"),
+                     max_length=limit, max_truncated_fraction=0.5)  # fmt: skip
+
+
+def test_stats_carry_validation_drops_for_the_stage_metrics(root, tok) -> None:
+    write_jsonl(root / "ann.jsonl", [*GOOD, BAD["missing_image"]])
+    kept, report = load_and_validate(root / "ann.jsonl", root / "img", max_dropped_fraction=0.5)
+    ds = LlavaDataset(kept, tok, root / "img", num_image_tokens=4, transform=ImageTransform(8, "crop"),
+                      validation_report=report)  # fmt: skip
+    st = ds.stats
+    assert st["validation/total"] == 4 and st["validation/dropped"] == 1
+    assert st["validation/dropped/missing_image"] == 1 and st["validation/dropped_fraction"] == 0.25
+    assert st["encode/total"] == 3 and st["truncation/samples"] == 0
+    assert all(isinstance(v, float) for v in st.values())
+    json.dumps(st)
 
 
 def test_feature_cache_round_trip_and_dataset(root, tok, tmp_path) -> None:
@@ -190,3 +331,33 @@ def test_context_target_resizes_only_the_target() -> None:
     assert torch.allclose(tgt, expected)
     _, same = ContextTargetTransform(ctx_t, (0.5,) * 3, (0.5,) * 3)(im)
     assert torch.allclose(same, (raw - 0.5) / 0.5)
+
+
+def test_annotation_file_edge_cases(root) -> None:
+    # BOM: before, the first JSONL record was dropped as bad_json (and a .json array failed to parse).
+    body = "\n".join(json.dumps(r) for r in GOOD) + "\n"
+    (root / "bom.jsonl").write_text("\ufeff" + body, encoding="utf-8")
+    (root / "bom.json").write_text("\ufeff" + json.dumps(GOOD), encoding="utf-8")
+    for name in ("bom.jsonl", "bom.json"):
+        kept, report = load_and_validate(root / name, root / "img", max_dropped_fraction=0.0)
+        assert len(kept) == 3 and report["dropped"] == 0, name
+    # not UTF-8: before, a UnicodeDecodeError traceback
+    (root / "latin1.jsonl").write_bytes(body.encode() + b'{"id": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match="latin1.jsonl: line 4: not UTF-8"):
+        load_and_validate(root / "latin1.jsonl", root / "img", max_dropped_fraction=1.0)
+    # nothing left to train on: before, an empty list reached the Trainer
+    (root / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match="no usable sample among 0 records"):
+        load_and_validate(root / "empty.jsonl", root / "img", max_dropped_fraction=1.0)
+    write_jsonl(root / "allbad.jsonl", [BAD["missing_image"]])
+    with pytest.raises(ValueError, match=r"no usable sample among 1 records; drops \{'missing_image': 1\}"):
+        load_and_validate(root / "allbad.jsonl", root / "img", max_dropped_fraction=1.0)
+
+
+def test_symlink_loop_is_an_unsafe_path_not_a_crash(root) -> None:
+    # Before: Path.resolve raised RuntimeError("Symlink loop") through validation.
+    (root / "img" / "loop_a.png").symlink_to(root / "img" / "loop_b.png")
+    (root / "img" / "loop_b.png").symlink_to(root / "img" / "loop_a.png")
+    write_jsonl(root / "ann.jsonl", [*GOOD, {"id": "l", "image": "loop_a.png", "conversations": conv()}])
+    kept, report = load_and_validate(root / "ann.jsonl", root / "img", max_dropped_fraction=0.5)
+    assert len(kept) == 3 and report["counts"] == {"unsafe_image_path": 1}

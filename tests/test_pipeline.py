@@ -55,6 +55,10 @@ def test_all_outputs_exist_and_report_matches_scores(project: Path) -> None:
     assert llava["loss_jepa"] is None and llava["jepa_fraction"] == 0
     other = json.loads((project / "runs/jarvis/s1/pretrain/metrics.json").read_text())
     assert other["loss"] != jarvis["loss"]  # two seeds, two runs
+    # Drop and truncation counts reach metrics.json (issue 9): the tiny finetune (max_length 256) truncates answers.
+    fine = json.loads((project / "runs/jarvis/s0/finetune/metrics.json").read_text())
+    assert jarvis["data/validation/dropped"] == 0 and jarvis["data/truncation/supervised_tokens_lost"] == 0
+    assert fine["data/truncation/samples"] > 0 and 0 < fine["data/truncation/fraction"] <= 0.25
     with (project / "reports/table.csv").open() as fh:
         rows = {r["row"]: r for r in csv.DictReader(fh)}
     assert set(rows) == set(EXPERIMENTS)
@@ -87,6 +91,7 @@ def test_mlflow_store_holds_every_stage_run(project: Path) -> None:
     assert any(k.startswith("cfg.") for k in pre.data.params)
     assert pre.data.tags.get("jarvis.params_digest") or any("digest" in k for k in pre.data.tags)
     assert pre.info.status == "FINISHED"
+    assert {"data/validation/dropped", "data/truncation/fraction"} <= set(runs["jarvis/s0/finetune"].data.metrics)
     assert "report" in runs
 
 

@@ -545,24 +545,47 @@ def test_bad_inputs_fail_loudly() -> None:
         score_answers("ade", [{"answer": "A"}])
 
 
+def _cv2d_questions(root, spec: list[tuple]) -> None:
+    """A CV-Bench ``test_2d.jsonl`` holding the questions of ``spec`` (ADE20K), for ``jarvis score --questions``."""
+    task = {"Count": "Count", "Relative location": "Relation"}
+    lines = [
+        {"idx": i, "filename": f"img/2D/{i}.png", "task": task[c], "prompt": "?", "answer": g, "choices": o,
+         "source": "ADE20K", "type": "2D"}
+        for i, (_, g, c, o) in enumerate(spec)
+    ]  # fmt: skip
+    (root / "test_2d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
 def test_cli_prints_scores_json(tmp_path, capsys) -> None:
     path = tmp_path / "answers.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in _mcq_rows(CV2D_ROWS)))
+    path.write_text("".join(json.dumps(r) + "\n" for r in _mcq_rows(CV2D_ROWS, source="ADE20K")))
+    _cv2d_questions(tmp_path, CV2D_ROWS)
     assert read_answers(path)[2]["answer"] == "(B) below"
-    assert main_score(["--benchmark", "ade", "--mode", "compat", str(path)]) == 0
+    assert main_score(["--benchmark", "ade", "--questions", str(tmp_path), "--mode", "compat", str(path)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["overall"], out["mode"], out["benchmark"]) == (50.0, "compat", "ade")
+    assert out["coverage"] == {"answered": 4, "total": 4, "fraction": 1.0, "partial": False}
 
 
 @pytest.mark.slow
 def test_cli_subprocess(tmp_path) -> None:
     path = tmp_path / "answers.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in _mcq_rows(CV2D_ROWS)))
+    path.write_text("".join(json.dumps(r) + "\n" for r in _mcq_rows(CV2D_ROWS, source="ADE20K")))
+    _cv2d_questions(tmp_path, CV2D_ROWS)
     code = "import sys; from jarvis.eval.scorers import main_score; sys.exit(main_score(sys.argv[1:]))"
     res = subprocess.run(
-        [sys.executable, "-c", code, "--benchmark", "ade", str(path)],
+        [sys.executable, "-c", code, "--benchmark", "ade", "--questions", str(tmp_path), str(path)],
         capture_output=True,
         text=True,
         check=True,
     )
     assert json.loads(res.stdout)["overall"] == 75.0
+
+
+def test_mcq_ground_truth_must_name_an_option() -> None:
+    # Before: compat omni/mmvp indexed the options with the gt letter: IndexError, or a silent wrap-around.
+    rows = _mcq_rows([("A", "(C)", "Depth", ["lamp", "pillow"])])
+    with pytest.raises(ValueError, match=r"line 1: gt_answer '\(C\)' does not name one of the 2 options"):
+        score_answers("omni", rows, "compat")
+    with pytest.raises(ValueError, match=r"line 2: 'text_options' must be a non-empty list of strings"):
+        score_answers("mmvp", [_mmvp_rows([("a", "(a)")])[0], {"answer": "a", "gt_answer": "(b)"}], "compat")

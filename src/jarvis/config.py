@@ -3,15 +3,27 @@
 Every section is a frozen pydantic model with ``extra="forbid"``. Experiments reference named building blocks
 (LLMs, towers, datasets, training recipes, JEPA recipes). Which params keys a stage reads is not listed here: the
 stage resolver (jarvis.plan) records the keys it reads through a view over these models.
+
+Loading (issue 9) fails before any work, naming the dotted key: duplicated YAML keys (:mod:`jarvis.yamlsafe`, the
+loader of the CLI and the Snakefile alike), names outside :data:`SafeName` (they become paths, stage ids and command
+arguments), non-finite numbers anywhere, booleans in numeric fields, and cross-field mistakes that would otherwise
+surface only when a stage starts. A hub LM's depth bounds ``jepa_layer`` at every load once its config.json is
+downloaded (:func:`check_downloaded`), and in JarvisForCausalLM before; a hub tower's grid (for ``min_keep``) is
+known only to the model, and jarvis.masking checks it at the first batch.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from jarvis import yamlsafe
 
 TemplateName = Literal["plain", "vicuna_v1", "qwen2", "mistral"]
 JepaLossKind = Literal["cos", "smooth_l1"]  # the one list of JEPA losses (jarvis.losses, JarvisConfig read it)
@@ -23,28 +35,136 @@ BENCHMARKS = (
 )
 
 
+class _KeyedError(ValueError):
+    """A cross-field error raised inside a section's validator about one of its keys: ``key`` (dotted, relative to
+    the section) is appended to the section's location, so the message names the full dotted key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field's type admits a YAML boolean (``bool`` or ``Any`` anywhere in it)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_takes_bool(a) for a in typing.get_args(annotation) if not isinstance(a, (int, str, float)))
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf` / `.nan` (and "inf" strings) are rejected wherever a float is taken (issue 9).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        """pydantic's lax mode reads ``true`` as 1 in an int/float/Literal field (and in [min, max] pairs): refuse
+        it, naming the key, wherever the field's type has no ``bool`` in it."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                value = data.get(name)
+                items = value if isinstance(value, (list, tuple)) else [value]
+                if any(isinstance(v, bool) for v in items) and not _takes_bool(field.annotation):
+                    raise _KeyedError(name, f"takes no true/false, got {value!r}")
+        return data
 
 
 class ConfigError(ValueError):
     """params.yaml failed validation; the message names the offending key."""
 
 
+# ------------------------------------------------------------ names that reach paths and shell commands (issue 9)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+NAME_MAX = 64
+# MLflow experiment groups used by the stages themselves (jarvis.stages: "components", "pipeline").
+RESERVED_EXPERIMENTS = frozenset({"components", "pipeline"})
+
+
+def _safe_name(value: str) -> str:
+    """A building-block / experiment name: it becomes a directory, a stage id and a command argument, and a dotted
+    params key (so no '.')."""
+    if len(value) > NAME_MAX or not _NAME.fullmatch(value):
+        raise ValueError(
+            f"unsafe name {value!r}: names become paths, stage ids and command arguments; use 1-{NAME_MAX} letters,"
+            " digits, '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def _safe_relpath(value: str) -> str:
+    """A file inside a downloaded snapshot (annotations, archives): relative, no '..', plain segments."""
+    parts = value.split("/")
+    if len(value) > 255 or not all(_SEGMENT.fullmatch(p) and ".." not in p for p in parts):
+        raise ValueError(
+            f"unsafe relative path {value!r}: '/'-separated segments of letters, digits, '_', '.', '+', '-'"
+            " (each starting with a letter or digit, no '..')"
+        )
+    return value
+
+
+_REPO_ID = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*")
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]*")
+
+
+def _repo_id(value: str) -> str:
+    if len(value) > 96 or not _REPO_ID.fullmatch(value) or ".." in value or "--" in value:
+        raise ValueError(f"invalid hub repo_id {value!r}: expected 'namespace/name' (letters, digits, '_', '.', '-')")
+    return value
+
+
+def _revision(value: str) -> str:
+    if len(value) > 255 or not _REVISION.fullmatch(value) or ".." in value or value.endswith(("/", ".lock")):
+        raise ValueError(f"invalid hub revision {value!r}: a branch, tag or commit sha")
+    return value
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
+SafeRelPath = Annotated[str, AfterValidator(_safe_relpath)]
+RepoId = Annotated[str, AfterValidator(_repo_id)]
+Revision = Annotated[str, AfterValidator(_revision)]
+TimmName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")]
+
+
+def _positive_ints(config: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Size keys of a from-config model must be positive integers (no bools, floats or strings)."""
+    for key in keys:
+        if key in config:
+            value = config[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise _KeyedError(f"config.{key}", f"must be a positive integer, got {value!r}")
+
+
+def _divisible(config: dict[str, Any], num: str, den: str) -> None:
+    if isinstance(config.get(num), int) and isinstance(config.get(den), int) and config[num] % config[den]:
+        raise _KeyedError(f"config.{num}", f"{config[num]} is not divisible by config.{den} = {config[den]}")
+
+
+_LM_SIZES = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+             "max_position_embeddings", "head_dim")
+# Set by the download stage from the trained tokenizer (jarvis.stages.download.download_llm): a value here would
+# be passed twice to AutoConfig.for_model and fail only when the stage runs.
+_LM_DERIVED = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings")
+_TOWER_SIZES = ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                "num_attention_heads", "img_size", "depth", "embed_dim", "num_heads")
+
+
 class HubRef(_Strict):
-    repo_id: str
-    revision: str = "main"  # pin a commit sha for a real run
+    repo_id: RepoId
+    revision: Revision = "main"  # pin a commit sha for a real run
 
 
 class TokenizerSpec(_Strict):
     vocab_size: int = Field(ge=32)
-    corpus: str  # name of a synthetic dataset whose texts train the tokenizer
+    corpus: SafeName  # name of a synthetic dataset whose texts train the tokenizer
 
 
 class TextPretrain(_Strict):
     """Stage 0 for from-scratch LMs (benchmarks-spec §6): text-only instruction pretraining before stage 1."""
 
-    data: str  # a synthetic dataset whose instruct conversations are the text
+    data: SafeName  # a synthetic dataset whose instruct conversations are the text
     steps: int = Field(ge=0)
     batch_size: int = Field(ge=1)
     learning_rate: float = Field(gt=0)
@@ -69,16 +189,36 @@ class LLMSpec(_Strict):
             raise ValueError("`config` needs a model_type (llama, qwen2, mistral, ...)")
         return self
 
+    @model_validator(mode="after")
+    def _depth(self) -> LLMSpec:
+        """jepa_layer within the LM (1..num_hidden_layers) when the depth is in params (scratch LMs). A hub LM's
+        depth is known only from its downloaded config: JarvisForCausalLM checks it when the model is built."""
+        if self.config is None:
+            return self
+        _positive_ints(self.config, _LM_SIZES)
+        _divisible(self.config, "hidden_size", "num_attention_heads")
+        _divisible(self.config, "num_attention_heads", "num_key_value_heads")
+        if self.init == "scratch":
+            for key in _LM_DERIVED:
+                if key in self.config:
+                    raise _KeyedError(f"config.{key}", "is set from the trained tokenizer; remove it (vocabulary"
+                                      " size: tokenizer.vocab_size)")
+        depth = self.config.get("num_hidden_layers")
+        if isinstance(depth, int) and self.jepa_layer > depth:
+            raise _KeyedError("jepa_layer", f"{self.jepa_layer} is beyond the LM's depth: config.num_hidden_layers"
+                              f" = {depth} (use 1..{depth})")
+        return self
+
 
 class TowerSpec(_Strict):
     library: Literal["transformers", "timm"]
     init: Literal["scratch", "hub"]
     config: dict[str, Any] | None = None  # transformers: config kwargs incl. model_type; timm: create_model kwargs
-    name: str | None = None  # timm model name
+    name: TimmName | None = None  # timm model name
     hub: HubRef | None = None
     feature_layer: int = -1
     drop_prefix_tokens: int = Field(default=0, ge=0)
-    image_size: int | None = None  # override the input size (e.g. a target tower fed the context crop)
+    image_size: int | None = Field(default=None, ge=1)  # override the input size (e.g. a target tower fed the context crop)
 
     @model_validator(mode="after")
     def _source(self) -> TowerSpec:
@@ -89,6 +229,37 @@ class TowerSpec(_Strict):
         if self.init == "hub" and self.hub is None:
             raise ValueError("init: hub needs `hub: {repo_id, revision}`")
         return self
+
+    @model_validator(mode="after")
+    def _geometry(self) -> TowerSpec:
+        """Patch grid and feature layer within the tower, when its config is in params (scratch towers)."""
+        cfg = self.config or {}
+        _positive_ints(cfg, _TOWER_SIZES)
+        if self.library == "transformers":
+            _divisible(cfg, "hidden_size", "num_attention_heads")
+            size, patch = self.image_size or cfg.get("image_size"), cfg.get("patch_size")
+            if isinstance(size, int) and isinstance(patch, int) and size % patch:
+                key = "image_size" if self.image_size else "config.image_size"
+                raise _KeyedError(key, f"{size} is not a multiple of config.patch_size = {patch}")
+            depth = cfg.get("num_hidden_layers")
+            # hidden_states has depth + 1 entries (embeddings first): valid indices are -(depth + 1) .. depth.
+            if isinstance(depth, int) and not -(depth + 1) <= self.feature_layer <= depth:
+                raise _KeyedError("feature_layer", f"{self.feature_layer} is outside the tower's hidden states: "
+                                  f"config.num_hidden_layers = {depth} (use {-(depth + 1)}..{depth})")
+        else:
+            depth = cfg.get("depth")  # timm blocks: 1..depth or -depth..-1 (jarvis.model.vision)
+            if isinstance(depth, int) and not (1 <= abs(self.feature_layer) <= depth):
+                raise _KeyedError("feature_layer", f"{self.feature_layer} is outside the tower's {depth} blocks "
+                                  f"(use 1..{depth} or -{depth}..-1)")
+        return self
+
+    def grid(self) -> tuple[int, int] | None:
+        """The patch grid, when params say it (scratch transformers towers); None when only the hub config knows."""
+        cfg = self.config or {}
+        size, patch = self.image_size or cfg.get("image_size"), cfg.get("patch_size")
+        if self.library != "transformers" or not isinstance(size, int) or not isinstance(patch, int):
+            return None
+        return (size // patch, size // patch)
 
 
 CacheDtype = Literal["float32", "bfloat16", "float16"]
@@ -105,13 +276,16 @@ class SyntheticData(_Strict):
     caption_spatial_rate: float = Field(ge=0.0, le=1.0)
     seed: int
     max_dropped_fraction: float = Field(ge=0.0, le=1.0)
+    # Share of the supervised tokens that right-truncation at a stage's max_length may remove before the stage fails
+    # (jarvis.data.dataset.TruncationLog); the per-sample counts go to metrics.json either way.
+    max_truncated_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
 
 
 class HubCorpus(_Strict):
-    repo_id: str
-    revision: str = "main"
-    annotations: str
-    archives: list[str] = []
+    repo_id: RepoId
+    revision: Revision = "main"
+    annotations: SafeRelPath
+    archives: list[SafeRelPath] = []
 
 
 class HubData(_Strict):
@@ -119,8 +293,9 @@ class HubData(_Strict):
     feature_cache_dtype: CacheDtype = "bfloat16"
     pretrain: HubCorpus
     instruct: HubCorpus
-    benchmarks: dict[str, HubRef]  # benchmark data dir name (cvbench, mmvp, blink, ...) -> dataset repo
+    benchmarks: dict[SafeName, HubRef]  # benchmark data dir name (cvbench, mmvp, blink, ...) -> dataset repo
     max_dropped_fraction: float = Field(ge=0.0, le=1.0)
+    max_truncated_fraction: float = Field(default=0.01, ge=0.0, le=1.0)  # as SyntheticData's
 
 
 DatasetSpec = Annotated[SyntheticData | HubData, Field(discriminator="kind")]
@@ -143,7 +318,7 @@ class StageTraining(_Strict):
     zero_stage: Literal[0, 1, 2, 3] | None
     save_steps: int = Field(ge=1)
     logging_steps: int = Field(ge=1)
-    trainable: list[TrainableGroup]
+    trainable: list[TrainableGroup] = Field(min_length=1)
     image_mode: Literal["crop", "pad"]
     use_feature_cache: bool
     max_length: int = Field(ge=16)
@@ -168,6 +343,18 @@ class StageTraining(_Strict):
         self.grad_accum  # noqa: B018 -- raises on an impossible split at load time
         if self.use_feature_cache and self.image_mode != "crop":
             raise ValueError("use_feature_cache needs image_mode: crop (the cache holds centre-cropped features)")
+        return self
+
+    @model_validator(mode="after")
+    def _limits(self) -> StageTraining:
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise _KeyedError("max_steps", f"{self.max_steps}: use -1 (train `epochs`) or a positive step count")
+        dup = sorted({g for g in self.trainable if self.trainable.count(g) > 1})
+        if dup:
+            raise _KeyedError("trainable", f"duplicated group(s) {dup}")
+        if self.use_feature_cache and {"vision", "target"} & set(self.trainable):
+            raise _KeyedError("use_feature_cache", "cached features come from frozen towers; it cannot be used with"
+                              f" trainable towers ({sorted({'vision', 'target'} & set(self.trainable))})")
         return self
 
 
@@ -195,7 +382,8 @@ class TrainingRecipe(_Strict):
 
 
 class MaskSpec(_Strict):
-    """Multiblock mask hyper-parameters (jarvis.masking samples them); defaults are the reference's (paper-spec §4)."""
+    """Multiblock mask hyper-parameters (jarvis.masking samples them; ``jepa.<name>.mask`` in params.yaml);
+    defaults are the reference's (paper-spec §4). A JEPA recipe needs at least one target block (JepaRecipe)."""
 
     num_targets: int = Field(default=4, ge=0)
     target_scale: tuple[float, float] = (0.15, 0.2)
@@ -206,22 +394,28 @@ class MaskSpec(_Strict):
 
     @model_validator(mode="after")
     def _ranges(self) -> MaskSpec:
-        for name in ("target_scale", "context_scale", "aspect_ratio"):
-            lo, hi = getattr(self, name)
-            if not 0 < lo <= hi:
-                raise ValueError(f"{name} must satisfy 0 < lo <= hi, got {(lo, hi)}")
-        if self.target_scale[1] > 1 or self.context_scale[1] > 1:
-            raise ValueError("mask scales are fractions of the grid area and must be <= 1")
+        """Scales are fractions of the grid area in (0, 1]; every range is (min, max) with min <= max (I-JEPA)."""
+        for key, upper in (("target_scale", 1.0), ("context_scale", 1.0), ("aspect_ratio", None)):
+            lo, hi = getattr(self, key)
+            if not 0 < lo <= hi or (upper is not None and hi > upper):
+                bounds = "0 < min <= max <= 1 (fractions of the grid area)" if upper else "0 < min <= max"
+                raise _KeyedError(key, f"{[lo, hi]} must satisfy {bounds}")
         return self
 
 
 class JepaRecipe(_Strict):
-    target: str
+    target: SafeName
     loss: JepaLossKind
     weight: float = Field(ge=0)
     skip_prob: float = Field(ge=0, le=1)
     head: Literal["linear", "mlp"]
     mask: MaskSpec
+
+    @model_validator(mode="after")
+    def _targets(self) -> JepaRecipe:
+        if self.mask.num_targets < 1:  # the sampler allows 0; a JEPA recipe without target blocks has no JEPA loss
+            raise _KeyedError("mask.num_targets", f"{self.mask.num_targets}: a JEPA recipe needs at least 1 target")
+        return self
 
 
 class Evaluation(_Strict):
@@ -229,19 +423,19 @@ class Evaluation(_Strict):
     batch_size: int = Field(ge=1)
     # Per-benchmark decoding length overrides; unset benchmarks use the reference's (jarvis.eval.decoding).
     max_new_tokens: dict[Literal[BENCHMARKS], Annotated[int, Field(ge=1)]] = {}  # type: ignore[valid-type]
-    limit: int | None = None
+    limit: int | None = Field(default=None, ge=1)
 
 
 class Experiment(_Strict):
     paper_ref: str
-    llm: str
-    vision: str
+    llm: SafeName
+    vision: SafeName
     projector: Literal["linear", "mlp"]
     bidir_visual_attn: bool
-    jepa: str | None
-    data: str
-    training: str
-    baselines: list[str] = []
+    jepa: SafeName | None
+    data: SafeName
+    training: SafeName
+    baselines: list[SafeName] = []
     jepa_layer: int | None = Field(default=None, ge=1)  # None: the LLM's default read-out layer
     # Per-experiment changes to its training recipe or JEPA recipe, e.g. {pretrain: {learning_rate: 2.0e-3}} or
     # {jepa: {skip_prob: 0.5, mask: {num_targets: 2}}}; validated against the recipe schema. Declared as part of
@@ -250,11 +444,11 @@ class Experiment(_Strict):
 
 
 class Sweep(_Strict):
-    """Variants of one base experiment: values of experiment keys (jarvis.sweeps.SWEEP_KEYS), as a grid (every
-    combination) or zipped lists (the i-th values together). Each variant is a full experiment, validated by the
-    same schema; its id is ``<base>--<key>-<value>[--...]``."""
+    """Variants of one base experiment: values of experiment keys (jarvis.sweeps), as a grid (every combination)
+    or zipped lists (the i-th values together). Each variant is a full experiment, validated by the same schema;
+    its id is ``<base>--<key>-<value>[--...]``."""
 
-    base: str
+    base: SafeName
     mode: Literal["grid", "zip"] = "grid"
     values: dict[str, list[Any]] = Field(min_length=1)
     paper_ref: str = ""
@@ -270,23 +464,32 @@ class Sweep(_Strict):
 
 
 class RunSelection(_Strict):
-    experiments: list[str] = Field(min_length=1)
+    experiments: list[SafeName] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)  # every training/evaluation stage runs once per seed
-    sweeps: list[str] = []  # names in `sweeps`; their variants run too (x seeds)
+    sweeps: list[SafeName] = []  # names in `sweeps`; their variants run too (x seeds)
     benchmarks: list[Literal[BENCHMARKS]]  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _unique(self) -> RunSelection:
+        for key in ("experiments", "benchmarks"):
+            values = getattr(self, key)
+            dup = sorted({v for v in values if values.count(v) > 1})
+            if dup:
+                raise _KeyedError(key, f"listed more than once: {dup}")
+        return self
 
 
 class Params(_Strict):
     seed: int  # shared building blocks only (scratch LM/tower init, stage 0); runs take theirs from run.seeds
     run: RunSelection
-    llms: dict[str, LLMSpec]
-    towers: dict[str, TowerSpec]
-    datasets: dict[str, DatasetSpec]
-    training: dict[str, TrainingRecipe]
-    jepa: dict[str, JepaRecipe]
+    llms: dict[SafeName, LLMSpec]
+    towers: dict[SafeName, TowerSpec]
+    datasets: dict[SafeName, DatasetSpec]
+    training: dict[SafeName, TrainingRecipe]
+    jepa: dict[SafeName, JepaRecipe]
     evaluation: Evaluation
-    experiments: dict[str, Experiment]
-    sweeps: dict[str, Sweep] = {}
+    experiments: dict[SafeName, Experiment]
+    sweeps: dict[SafeName, Sweep] = {}
 
     @model_validator(mode="after")
     def _references(self) -> Params:
@@ -338,6 +541,65 @@ class Params(_Strict):
                 raise ValueError(f"llms.{name}.text_pretrain.data: unknown dataset {llm.text_pretrain.data!r}")
         return self
 
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Params:
+        """Checks across sections that would otherwise fail only when a stage starts (issue 9)."""
+        for table in ("llms", "towers", "datasets", "training", "jepa", "experiments"):
+            folded: dict[str, str] = {}
+            for name in getattr(self, table):
+                other = folded.setdefault(name.lower(), name)
+                if other != name:  # one directory on case-insensitive file systems (macOS, Windows)
+                    raise ValueError(f"{table}.{name}: differs from {table}.{other} only in case")
+        for name in self.experiments:
+            if name in RESERVED_EXPERIMENTS:
+                raise ValueError(f"experiments.{name}: the name is reserved for the stages' own MLflow runs")
+        for name, llm in self.llms.items():
+            if llm.tokenizer is not None and not isinstance(self.datasets[llm.tokenizer.corpus], SyntheticData):
+                raise ValueError(f"llms.{name}.tokenizer.corpus: {llm.tokenizer.corpus!r} is not a synthetic dataset")
+        caches: dict[str, tuple[str, str, str | None]] = {}
+        for name, exp in self.experiments.items():
+            if name in exp.baselines:
+                raise ValueError(f"experiments.{name}.baselines: an experiment cannot be its own baseline")
+            dup = sorted({b for b in exp.baselines if exp.baselines.count(b) > 1})
+            if dup:
+                raise ValueError(f"experiments.{name}.baselines: listed more than once: {dup}")
+            recipe = self.jepa_recipe(name)  # with the experiment's overrides
+            combo = (exp.data, exp.vision, recipe.target if recipe else None)
+            if self.stage_training(name, "pretrain").use_feature_cache:
+                from jarvis.paths import cache_key
+
+                key = cache_key(*combo)
+                if caches.setdefault(key, combo) != combo:  # '-' inside names can make two combos one directory
+                    raise ValueError(f"experiments.{name}: its feature cache {key!r} would be shared with the "
+                                     f"different (data, vision, target) {caches[key]}; rename a building block")
+            if recipe is not None:
+                self._check_mask(name, exp.jepa, recipe)
+        for name in self.run.experiments:
+            data = self.datasets[self.experiments[name].data]
+            if isinstance(data, HubData):
+                for bench in self.run.benchmarks:
+                    sub = "cvbench" if bench.startswith("cvbench") else bench  # jarvis.stages.evaluate layout
+                    if sub not in data.benchmarks:
+                        raise ValueError(f"datasets.{self.experiments[name].data}.benchmarks: no {sub!r} entry, "
+                                         f"needed by run.benchmarks {bench!r} (experiment {name})")
+        return self
+
+    def _check_mask(self, exp: str, recipe_name: str | None, recipe: JepaRecipe) -> None:
+        """min_keep feasible on the context tower's grid (when params give the grid), with the sampler's own rule."""
+        grid = self.towers[self.experiments[exp].vision].grid()
+        if grid is None:
+            return  # hub tower: jarvis.masking checks at the first batch
+        from jarvis.masking import check_spec
+
+        m = recipe.mask
+        key = f"jepa.{recipe_name}.mask"
+        if min(grid) < 2:
+            raise ValueError(f"{key}: the grid {grid} of towers.{self.experiments[exp].vision} is below 2x2")
+        try:
+            check_spec(grid, m)
+        except ValueError as err:
+            raise ValueError(f"{key}.min_keep: {err} (experiment {exp})") from None
+
     # ------------------------------------------------------------ views
     def experiment(self, name: str) -> Experiment:
         if name not in self.experiments:
@@ -375,36 +637,103 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 def _format_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        parts = [str(p) for p in e["loc"] if not str(p).startswith(("function-after", "function-before"))]
+        if parts[-1:] == ["[key]"]:  # a bad dict key: name the table, the message names the key itself
+            parts = parts[:-2]
+        loc = ".".join(parts)
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, _KeyedError):
+            loc = f"{loc}.{cause.key}" if loc else cause.key
+        if e["type"] == "finite_number":
+            e["msg"] = f"{e['msg']}, got {e['input']!r}"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = f"unknown key {str(e['loc'][-1])!r} (typo?)"
         msg = msg.removeprefix("Value error, ")
+        if e["loc"][-1:] == ("[key]",) and str(e.get("input")) not in msg:  # e.g. a Literal key: name the key given
+            msg = f"{msg}, got key {e['input']!r}"
         lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
     return "params.yaml is invalid:\n" + "\n".join(lines)
 
 
+def _non_finite(node: Any, key: str = "") -> str | None:
+    """The dotted key of the first .inf / .nan anywhere in the document (also inside free-form `config` dicts)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return key
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{key}.{k}" if key else str(k))
+        if found is not None:
+            return found
+    return None
+
+
 def validate_params(raw: dict[str, Any]) -> Params:
+    bad = _non_finite(raw)
+    if bad is not None:
+        raise ConfigError(f"params.yaml is invalid:\n  {bad}: not a finite number (.inf / .nan are refused)")
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_error(err)) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def read_yaml(path: str | Path) -> Any:
+    """Parse a params file the way every entry point must: duplicated keys are an error naming key and lines."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such params file (run from the project root or set JARVIS_ROOT)")
-    with path.open() as fh:
-        raw = yaml.safe_load(fh)
+    try:
+        with path.open() as fh:
+            return yamlsafe.load(fh)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return validate_params(raw)
+    params = validate_params(raw)
+    check_downloaded(params, path.parent)
+    return params
+
+
+def check_downloaded(params: Params, root: str | Path = ".") -> None:
+    """Checks that need a downloaded component's config, run at every load once it is on disk: a hub LM's depth
+    (its config.json) bounds ``jepa_layer``. Before the download, JarvisForCausalLM checks it when building."""
+    import json
+
+    from jarvis import paths
+
+    for name, llm in params.llms.items():
+        cfg = Path(root) / paths.llm_dir(name) / "config.json"
+        if llm.init != "hub" or not cfg.is_file():
+            continue
+        try:
+            depth = json.loads(cfg.read_text()).get("num_hidden_layers")
+        except (OSError, ValueError, AttributeError):
+            continue  # an unreadable download is the download/train stage's to report
+        if isinstance(depth, int) and not isinstance(depth, bool) and llm.jepa_layer > depth:
+            raise ConfigError(f"params.yaml is invalid:\n  llms.{name}.jepa_layer: {llm.jepa_layer} is beyond the"
+                              f" LM's depth: num_hidden_layers = {depth} in {paths.llm_dir(name) / 'config.json'}"
+                              f" (use 1..{depth})")
 
 
 def load_raw(path: str | Path = "params.yaml") -> dict[str, Any]:
-    with Path(path).open() as fh:
-        return yaml.safe_load(fh)
+    return read_yaml(path)
+
+
+def reject_runner_config(config: dict[str, Any], runner: str = "snakemake") -> None:
+    """``snakemake --config k=v`` / ``--configfile`` would change the DAG but not what the stages read (they read
+    params.yaml): refuse it, naming the keys, instead of ignoring it silently."""
+    if config:
+        keys = ", ".join(sorted(map(str, config)))
+        raise ConfigError(
+            f"{runner} --config/--configfile is not applied ({keys}): params.yaml is the only knob, and every stage"
+            " reads it. Edit params.yaml, or use `dvc exp run -S <dotted.key>=<value>` for a one-off change."
+        )
 
 
 def lookup(raw: dict[str, Any], dotted: str) -> Any:

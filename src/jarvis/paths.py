@@ -1,16 +1,61 @@
 """The only module that composes output paths (house rule 14). The DAG and the stages both call it.
 
-All paths are relative to the project root (the directory holding params.yaml), so dvc.yaml and the Snakefile
-stay literal and portable. Put big data elsewhere by making ``data/``, ``models/`` etc. symlinks to a scratch disk.
+Every name is checked to be a plain path component and every composed path to stay inside the project root
+(lexically, so symlinked big-data directories keep working). All paths are relative to the project root (the
+directory holding params.yaml), so dvc.yaml and the Snakefile stay literal and portable. Put big data elsewhere by
+making ``data/``, ``models/`` etc. symlinks to a scratch disk.
 Resumable Trainer checkpoints go to ``_work/`` (or ``$JARVIS_SCRATCH``), never a declared output.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 from pathlib import Path
 
+from jarvis.config import ConfigError
+
 PARAMS = Path("params.yaml")
+
+# The alphabet of names that become path components and command arguments (issue 9: "names are code"). The schema
+# (jarvis.config.SafeName) enforces the same rule at load time; checking here again means no caller can compose a
+# path outside the project from an unvalidated string (a CLI id, a test, a future stage).
+_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,219}")
+
+
+class UnsafePathError(ConfigError):
+    """A name or derived path would leave the project root (or is not a plain name)."""
+
+
+def check_component(value: str, what: str) -> str:
+    """``value`` if it is a plain name (letters, digits, ``_``, ``-``; no separators, dots or shell syntax)."""
+    if not isinstance(value, str) or not _COMPONENT.fullmatch(value):
+        raise UnsafePathError(
+            f"{what} {value!r} is not a safe name: use letters, digits, '_' and '-' (starting with a letter or digit,"
+            " at most 220 characters)"
+        )
+    return value
+
+
+def inside_root(path: Path, what: str = "path") -> Path:
+    """``path`` if it stays inside the project root, lexically (symlinked ``data/`` etc. stay allowed)."""
+    text = path.as_posix()
+    if path.is_absolute():
+        norm = os.path.normpath(text)
+        roots = {str(root()), os.path.abspath(os.environ.get("JARVIS_ROOT", "."))}  # resolved or as given
+        if not any(norm == r or norm.startswith(r.rstrip("/") + "/") for r in roots):
+            raise UnsafePathError(f"{what} {text!r} leaves the project root {root()}")
+        return path
+    norm = posixpath.normpath(text)
+    if norm == ".." or norm.startswith("../"):
+        raise UnsafePathError(f"{what} {text!r} leaves the project root")
+    return path
+
+
+def _under(base: Path, *names: tuple[str, str]) -> Path:
+    path = base.joinpath(*(check_component(v, what) for v, what in names))
+    return inside_root(path, names[-1][1] + " directory")
 
 
 def root() -> Path:
@@ -19,15 +64,15 @@ def root() -> Path:
 
 
 def dataset_dir(name: str) -> Path:
-    return Path("data") / name
+    return _under(Path("data"), (name, "dataset"))
 
 
 def llm_dir(name: str) -> Path:
-    return Path("models") / "llm" / name
+    return _under(Path("models") / "llm", (name, "LLM"))
 
 
 def tower_dir(name: str) -> Path:
-    return Path("models") / "tower" / name
+    return _under(Path("models") / "tower", (name, "tower"))
 
 
 def cache_key(data: str, vision: str, target: str | None) -> str:
@@ -36,12 +81,12 @@ def cache_key(data: str, vision: str, target: str | None) -> str:
 
 
 def features_dir(key: str) -> Path:
-    return Path("features") / key
+    return _under(Path("features"), (key, "feature cache"))
 
 
 def run_dir(exp: str, seed: int, stage: str) -> Path:
     """One training run: ``runs/<experiment>/s<seed>/<stage>`` (seeds are an axis of the graph)."""
-    return Path("runs") / exp / f"s{seed}" / stage
+    return _under(Path("runs"), (exp, "experiment"), (f"s{int(seed)}", "seed"), (stage, "stage"))
 
 
 def checkpoint_dir(exp: str, seed: int, stage: str) -> Path:
@@ -57,7 +102,7 @@ def history_file(exp: str, seed: int, stage: str) -> Path:
 
 
 def eval_dir(exp: str, seed: int, bench: str) -> Path:
-    return run_dir(exp, seed, "eval") / bench
+    return run_dir(exp, seed, "eval") / check_component(bench, "benchmark")
 
 
 def answers_file(exp: str, seed: int, bench: str) -> Path:
@@ -73,9 +118,10 @@ def reports_dir() -> Path:
 
 
 def log_file(stage_id: str) -> Path:
-    return Path("logs") / f"{stage_id}.log"
+    return inside_root(Path("logs") / f"{check_component(stage_id, 'stage id')}.log", "log file")
 
 
 def work_dir(stage_id: str) -> Path:
     """Scratch of one stage (resumable checkpoints, MLflow run id), ``_work/<stage id>``."""
-    return Path(os.environ.get("JARVIS_SCRATCH", "_work")) / stage_id
+    base = Path(os.environ.get("JARVIS_SCRATCH", "_work"))
+    return base / check_component(stage_id, "stage id")  # base: env, may be anywhere

@@ -127,6 +127,7 @@ class TrainSpec:
     tokenizer_dir: Path
     corpus: Corpus
     max_dropped_fraction: float
+    max_truncated_fraction: float
     feature_cache: Path | None
     out_dir: Path
     history: Path
@@ -416,7 +417,8 @@ class Resolver:
         spec = TrainSpec(stage=stage, seed=seed, training=training, jepa=jepa, model=model, init_from=init_from,
                          tokenizer_dir=tokenizer_dir,
                          corpus=self._corpus(v, data, "pretrain" if stage == "pretrain" else "instruct"),
-                         max_dropped_fraction=v.datasets[data].max_dropped_fraction, feature_cache=cache,
+                         max_dropped_fraction=v.datasets[data].max_dropped_fraction,
+                         max_truncated_fraction=v.datasets[data].max_truncated_fraction, feature_cache=cache,
                          out_dir=paths.checkpoint_dir(exp, seed, stage), history=paths.history_file(exp, seed, stage),
                          metrics=paths.metrics_file(exp, seed, stage))
         resources = self._resources(self.params.experiments[exp].training, stage)

@@ -1,7 +1,9 @@
-# Shared helpers: load and validate params.yaml with jarvis.config (the same schema the stages use) and expand the
-# stage graph. A params.yaml typo fails here, at DAG load, naming the key.
+# Shared helpers: load and validate params.yaml with jarvis.config (the same loader and schema the stages use:
+# duplicated keys, unsafe names and cross-field errors fail here, at DAG load, naming the key) and expand the stage
+# graph. `--config k=v` is refused naming the keys: the stages read params.yaml, so it would only change the DAG.
 from pathlib import Path
 
+from jarvis.config import reject_runner_config
 from jarvis.dag import (
     commit_to_dvc,
     final_targets,
@@ -14,6 +16,7 @@ from jarvis.dag import (
     sync_params_files,
 )
 
+reject_runner_config(config)
 STAGES = load("params.yaml")
 PARAMS_STALE = sync_params_files(STAGES)
 DONE_DIR = ".snakemake/jarvis-done"  # one marker per stage that succeeded, until dvc.lock records it

@@ -18,6 +18,8 @@ import torch
 from jarvis.data.conversation import IGNORE_INDEX
 
 _IMAGE_KEYS = ("pixel_values", "pixel_values_target", "context_features", "target_features")
+# A target row belongs to the context row at the same index, so both must come from the same samples.
+_PAIRED_KEYS = (("pixel_values", "pixel_values_target"), ("context_features", "target_features"))
 
 
 class Collator:
@@ -46,6 +48,7 @@ class Collator:
         if not samples:
             raise ValueError("cannot collate an empty batch")
         ids = [s["input_ids"] for s in samples]
+        self._check(samples)
         batch: dict[str, Any] = {
             "input_ids": self._pad(ids, self.pad_token_id),  # (B, T)
             "attention_mask": self._pad([torch.ones_like(t) for t in ids], 0),  # (B, T)
@@ -60,9 +63,32 @@ class Collator:
         for key in _IMAGE_KEYS:
             present = [s[key] for s in samples if key in s]
             if present:
+                shapes = {tuple(t.shape) for t in present}
+                if len(shapes) > 1:
+                    raise ValueError(f"{key} of different shapes in one batch: {sorted(shapes)} ({_names(samples)})")
                 batch[key] = torch.stack(present)  # (B_img, ...)
         if "pixel_values" in batch and "context_features" in batch:
             raise ValueError("a batch mixes pixel_values and context_features")
         if self.keep_ids:
             batch["ids"] = [s["id"] for s in samples]
         return batch
+
+    @staticmethod
+    def _check(samples: Sequence[dict[str, Any]]) -> None:
+        """Labels as long as the ids, non-empty ids, and targets only beside their context (else rows misalign)."""
+        for i, s in enumerate(samples):
+            n = len(s["input_ids"])
+            if n == 0:
+                raise ValueError(f"sample {s.get('id', i)!r} has no input ids")
+            if "labels" in s and len(s["labels"]) != n:
+                raise ValueError(f"sample {s.get('id', i)!r}: {len(s['labels'])} labels for {n} input ids")
+        for ctx, tgt in _PAIRED_KEYS:
+            odd = [s.get("id", i) for i, s in enumerate(samples) if (tgt in s) and (ctx not in s)]
+            if any(tgt in s for s in samples):
+                odd += [s.get("id", i) for i, s in enumerate(samples) if (ctx in s) and (tgt not in s)]
+            if odd:
+                raise ValueError(f"samples {odd} have only one of {ctx}/{tgt}; target rows would misalign")
+
+
+def _names(samples: Sequence[dict[str, Any]]) -> str:
+    return "samples " + ", ".join(repr(s.get("id", i)) for i, s in enumerate(samples))

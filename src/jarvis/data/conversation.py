@@ -34,17 +34,28 @@ def image_token_id(tokenizer: PreTrainedTokenizerBase, image_token: str = IMAGE_
     return int(ids[0])
 
 
+class ConversationError(ValueError):
+    """A conversation that cannot be trained on, with its drop reason (``jarvis.data.dataset.DROP_REASONS``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def to_messages(
     turns: Sequence[dict[str, Any]], image_token: str = IMAGE_TOKEN, sample_id: object = None
 ) -> list[dict[str, str]]:
     """Validate LLaVA turns and map them to chat messages (``human``→user, ``gpt``→assistant).
 
-    Raises ``ValueError`` naming the sample when the conversation is empty, a turn is malformed, or the roles do not
-    alternate starting with ``human``.
+    Raises ``ConversationError`` (a ``ValueError``) naming the sample and the turn (0-based, as in the JSON list)
+    when the conversation is empty, a turn is malformed, the roles do not alternate starting with ``human`` and
+    ending with ``gpt``, an assistant answer is empty, or ``<image>`` is anywhere but the first human turn (at most
+    once). LLaVA-1.5 data places it there (benchmarks-spec §5); elsewhere it would be tokenised as an image slot in
+    the middle of the text or, in an answer, supervised as a label.
     """
     where = f"sample {sample_id!r}: " if sample_id is not None else ""
     if not isinstance(turns, (list, tuple)) or len(turns) == 0:
-        raise ValueError(f"{where}empty conversation")
+        raise ConversationError("malformed_conversation", f"{where}empty conversation")
     messages = []
     for i, turn in enumerate(turns):
         if (
@@ -52,20 +63,35 @@ def to_messages(
             or not isinstance(turn.get("value"), str)
             or turn.get("from") not in _ROLES
         ):
-            raise ValueError(f"{where}turn {i} is malformed: {turn!r:.120}")
+            raise ConversationError("malformed_conversation", f"{where}turn {i} is malformed: {turn!r:.120}")
         expected = "human" if i % 2 == 0 else "gpt"
         if turn["from"] != expected:
-            raise ValueError(
-                f"{where}turn {i} is from {turn['from']!r}, expected {expected!r} (roles must alternate)"
+            raise ConversationError(
+                "malformed_conversation",
+                f"{where}turn {i} is from {turn['from']!r}, expected {expected!r} (roles must alternate)",
             )
         value = turn["value"]
-        if value.count(image_token) > 1:
-            raise ValueError(
-                f"{where}turn {i} holds {value.count(image_token)} {image_token!r}; at most one is allowed"
+        n_img = value.count(image_token)
+        if n_img > 1:
+            raise ConversationError(
+                "image_token_misplaced",
+                f"{where}turn {i} holds {n_img} {image_token!r}; at most one is allowed",
             )
+        if n_img and i != 0:
+            raise ConversationError(
+                "image_token_misplaced",
+                f"{where}turn {i} ({turn['from']}) holds {image_token!r}; only the first human turn may",
+            )
+        if turn["from"] == "gpt" and not value.strip():
+            raise ConversationError("empty_turn", f"{where}turn {i} is an empty answer")
         if turn["from"] == "human" and image_token in value:
             value = image_token + "\n" + value.replace(image_token, "").strip()
         messages.append({"role": _ROLES[turn["from"]], "content": value})
+    if turns[-1]["from"] != "gpt":
+        raise ConversationError(
+            "malformed_conversation",
+            f"{where}the last turn ({len(turns) - 1}) is a question without an answer",
+        )
     return messages
 
 

@@ -26,23 +26,31 @@ from transformers import PreTrainedTokenizerBase
 
 from jarvis.data.conversation import (
     IGNORE_INDEX,
+    ConversationError,
     encode_conversation,
     expand_image_token,
     image_token_id,
     to_messages,
 )
-from jarvis.data.images import ContextTargetTransform, ImageTransform
+from jarvis.data.images import ContextTargetTransform, ImageProblem, ImageTransform, check_size, load_rgb
 from jarvis.data.templates import IMAGE_TOKEN
 from jarvis.io import save_safetensors_atomic, write_bytes_atomic
 
 DROP_REASONS = (
     "bad_json",
     "malformed_record",
+    "duplicate_id",
     "malformed_conversation",
+    "empty_turn",
+    "image_token_misplaced",
     "image_token_mismatch",
     "unsafe_image_path",
     "missing_image",
     "corrupt_image",
+    "empty_image",
+    "image_too_large",
+    "extreme_aspect_ratio",
+    "unsupported_image_mode",
     "image_span_truncated",
     "no_supervised_tokens",
 )
@@ -86,6 +94,52 @@ class DropLog:
         return rep
 
 
+def drop_metrics(report: dict[str, Any], prefix: str) -> dict[str, float]:
+    """Flat numeric metrics of a ``DropLog.report`` dict, for metrics.json and MLflow (``prefix/dropped`` ...)."""
+    out = {f"{prefix}/{k}": float(report[k]) for k in ("total", "kept", "dropped", "dropped_fraction")}
+    out.update({f"{prefix}/dropped/{r}": float(n) for r, n in report.get("counts", {}).items()})
+    return out
+
+
+class TruncationLog:
+    """Supervised tokens that right-truncation at ``max_length`` removes, per sample (style rule 8)."""
+
+    def __init__(self, max_length: int | None) -> None:
+        self.max_length = max_length
+        self.supervised = 0  # supervised tokens of the kept samples, before truncation
+        self.lost: dict[str, int] = {}  # sample id -> supervised tokens lost, for every truncated sample
+
+    def add(self, sample_id: object, labels: Sequence[int]) -> None:
+        n = sum(t != IGNORE_INDEX for t in labels)
+        self.supervised += n
+        if self.max_length is not None and len(labels) > self.max_length:
+            kept = sum(t != IGNORE_INDEX for t in labels[: self.max_length])
+            self.lost[str(sample_id)] = n - kept
+
+    def report(self, source: str, max_truncated_fraction: float) -> dict[str, Any]:
+        """Counts and the worst samples; raises ``ValueError`` when the lost share exceeds the threshold."""
+        lost = sum(self.lost.values())
+        frac = lost / self.supervised if self.supervised else 0.0
+        worst = sorted(self.lost.items(), key=lambda kv: -kv[1])[:_EXAMPLES_PER_REASON]
+        rep = {
+            "max_length": self.max_length,
+            "truncated_samples": len(self.lost),
+            "samples_losing_supervision": sum(1 for v in self.lost.values() if v),
+            "supervised_tokens": self.supervised,
+            "supervised_tokens_lost": lost,
+            "truncated_fraction": frac,
+            "max_truncated_fraction": max_truncated_fraction,
+            "examples": {k: v for k, v in worst},
+        }
+        if frac > max_truncated_fraction:
+            raise ValueError(
+                f"{source}: max_length={self.max_length} truncates {len(self.lost)} samples and removes "
+                f"{lost}/{self.supervised} = {frac:.4%} of the supervised tokens > max_truncated_fraction "
+                f"{max_truncated_fraction:.4%}; most truncated (id: tokens lost) {rep['examples']}"
+            )
+        return rep
+
+
 # --------------------------------------------------------------------------------------------- loading
 def load_records(path: str | os.PathLike[str], drops: DropLog | None = None) -> tuple[list[Any], int]:
     """Read a JSON array (``.json``) or JSON lines (anything else). Returns (records, total).
@@ -95,7 +149,12 @@ def load_records(path: str | os.PathLike[str], drops: DropLog | None = None) -> 
     """
     path = Path(path)
     drops = drops if drops is not None else DropLog()
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a leading BOM is not part of the first record
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not UTF-8 ({e.reason} at byte {e.start})") from e
     if path.suffix == ".json":
         try:
             records = json.loads(text)
@@ -123,45 +182,66 @@ def safe_image_path(image_root: str | os.PathLike[str], rel: str) -> Path:
     if ".." in Path(rel).parts:
         raise ValueError(f"image path {rel!r} contains '..'")
     root = Path(image_root).resolve()
-    full = (root / rel).resolve()
+    try:
+        full = (root / rel).resolve()
+    except (RuntimeError, OSError) as e:  # a symlink loop (RuntimeError before Python 3.13), a too-long name...
+        raise ValueError(f"image path {rel!r} cannot be resolved: {e}") from e
     if not full.is_relative_to(root):
         raise ValueError(f"image path {rel!r} escapes the image root {root}")
     return full
 
 
 def _check_image(path: Path, decode: bool) -> str | None:
-    """None if the image is readable, else the drop reason."""
+    """None if the image is usable, else the drop reason.
+
+    The size is checked from the header before anything is decoded (decompression bombs, empty and degenerate
+    sizes); with ``decode`` the image is decoded and converted to RGB exactly as training will (``load_rgb``).
+    """
     if not path.is_file():
         return "missing_image"
     try:
         with Image.open(path) as im:
+            check_size(im.size)  # from the header: nothing is decoded yet
             im.verify()  # structure check; verify() leaves the image unusable, so reopen to decode
         if decode:
-            with Image.open(path) as im:
-                im.load()
+            load_rgb(path)
+    except ImageProblem as e:
+        return e.reason
+    except Image.DecompressionBombError:  # over Pillow's own limit, raised by Image.open from the header
+        return "image_too_large"
     except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError...) for broken files
         return "corrupt_image"
     return None
 
 
 def _record_problem(rec: Any, image_root: str | os.PathLike[str], decode: bool) -> str | None:
-    if not isinstance(rec, dict) or "id" not in rec or not isinstance(rec["id"], (str, int)):
+    if not isinstance(rec, dict) or not _valid_id(rec.get("id")):
+        return "malformed_record"
+    image = rec.get("image")
+    if image is not None and not isinstance(image, str):  # e.g. a list: multi-image samples are not supported
         return "malformed_record"
     try:
         to_messages(rec.get("conversations"), IMAGE_TOKEN, rec["id"])
-    except ValueError:
-        return "malformed_conversation"
+    except ConversationError as e:
+        return e.reason
     n_placeholders = sum(t["value"].count(IMAGE_TOKEN) for t in rec["conversations"])
-    has_image = rec.get("image") is not None
+    has_image = image is not None
     if n_placeholders != (1 if has_image else 0):
         return "image_token_mismatch"
     if not has_image:
         return None
     try:
-        path = safe_image_path(image_root, rec["image"])
+        path = safe_image_path(image_root, image)
     except ValueError:
         return "unsafe_image_path"
     return _check_image(path, decode)
+
+
+def _valid_id(sample_id: object) -> bool:
+    """A non-empty string or an integer (LLaVA's ids; not a bool, which json gives for true/false)."""
+    if isinstance(sample_id, bool):
+        return False
+    return isinstance(sample_id, int) or (isinstance(sample_id, str) and bool(sample_id.strip()))
 
 
 def validate_records(
@@ -170,10 +250,20 @@ def validate_records(
     drops: DropLog | None = None,
     decode_images: bool = True,
 ) -> list[dict[str, Any]]:
-    """Keep the records that pass every check; count the others in ``drops`` by reason."""
+    """Keep the records that pass every check; count the others in ``drops`` by reason.
+
+    Ids are compared as strings (the feature cache keys samples by ``str(id)``, so ``17`` and ``"17"`` collide):
+    every occurrence after the first is dropped as ``duplicate_id`` and named in the report's examples.
+    """
     drops = drops if drops is not None else DropLog()
-    kept = []
+    kept, seen = [], set()
     for i, rec in enumerate(records):
+        if isinstance(rec, dict) and _valid_id(rec.get("id")):
+            key = str(rec["id"])
+            if key in seen:
+                drops.drop("duplicate_id", rec["id"])
+                continue
+            seen.add(key)
         reason = _record_problem(rec, image_root, decode_images)
         if reason is None:
             kept.append(rec)
@@ -193,7 +283,10 @@ def load_and_validate(
     drops = DropLog()
     records, total = load_records(path, drops)
     kept = validate_records(records, image_root, drops, decode_images)
-    return kept, drops.report(str(path), total, max_dropped_fraction)
+    report = drops.report(str(path), total, max_dropped_fraction)
+    if not kept:  # an empty file, or max_dropped_fraction 1.0 with everything dropped: nothing to train on
+        raise ValueError(f"{path}: no usable sample among {total} records; drops {report['counts']}")
+    return kept, report
 
 
 # --------------------------------------------------------------------------------------------- feature cache
@@ -317,16 +410,25 @@ class LlavaDataset(Dataset):
         max_length: int | None = None,
         max_dropped_fraction: float = 0.0,
         image_token: str = IMAGE_TOKEN,
+        max_truncated_fraction: float = 1.0,
+        validation_report: dict[str, Any] | None = None,
     ) -> None:
         if (transform is None) == (feature_cache is None) and any(
             s.get("image") is not None for s in samples
         ):
             raise ValueError("give exactly one of transform / feature_cache for samples with images")
+        dupes = [k for k, n in Counter(str(s["id"]) for s in samples).items() if n > 1]
+        if dupes:
+            raise ValueError(
+                f"{len(dupes)} duplicated sample ids, e.g. {dupes[:_EXAMPLES_PER_REASON]}; "
+                "validate_records drops them (duplicate_id)"
+            )
         self.tokenizer, self.image_root = tokenizer, image_root
         self.num_image_tokens, self.max_length, self.image_token = num_image_tokens, max_length, image_token
         self.transform, self.feature_cache = transform, feature_cache
         self.image_token_id = image_token_id(tokenizer, image_token)
-        drops = DropLog()
+        self.validation_report = validation_report  # the load_and_validate report, reported in ``stats``
+        drops, truncation = DropLog(), TruncationLog(max_length)
         self.samples: list[dict[str, Any]] = []
         self.lengths: list[int] = []  # expanded, truncated lengths (for length-grouped samplers)
         for s in samples:
@@ -337,9 +439,29 @@ class LlavaDataset(Dataset):
                 continue
             if feature_cache is not None and s.get("image") is not None and s["id"] not in feature_cache:
                 raise KeyError(f"sample {s['id']!r} has an image but no entry in the feature cache")
+            truncation.add(s["id"], labels)
             self.samples.append(s)
             self.lengths.append(min(len(ids), max_length or len(ids)))
         self.report = drops.report("LlavaDataset", len(samples), max_dropped_fraction)
+        self.truncation = truncation.report("LlavaDataset", max_truncated_fraction)
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """Drop and truncation counts as flat numbers (metrics.json, MLflow): ``validation/...`` (the annotation
+        file, when ``validation_report`` was given), ``encode/...`` (this dataset's drops), ``truncation/...``."""
+        out = drop_metrics(self.validation_report, "validation") if self.validation_report else {}
+        out.update(drop_metrics(self.report, "encode"))
+        t = self.truncation
+        out.update(
+            {
+                "truncation/samples": float(t["truncated_samples"]),
+                "truncation/samples_losing_supervision": float(t["samples_losing_supervision"]),
+                "truncation/supervised_tokens": float(t["supervised_tokens"]),
+                "truncation/supervised_tokens_lost": float(t["supervised_tokens_lost"]),
+                "truncation/fraction": float(t["truncated_fraction"]),
+            }
+        )
+        return out
 
     def _encode(self, s: dict[str, Any]) -> tuple[list[int], list[int]]:
         ids, labels = encode_conversation(self.tokenizer, s["conversations"], self.image_token, None, s["id"])
@@ -378,8 +500,7 @@ class LlavaDataset(Dataset):
                 out["target_features"] = tgt
             return out
         assert self.image_root is not None, "image_root is required to load images"
-        with Image.open(safe_image_path(self.image_root, s["image"])) as im:
-            image = im.convert("RGB")
+        image = load_rgb(safe_image_path(self.image_root, s["image"]))
         if isinstance(self.transform, ContextTargetTransform):
             out["pixel_values"], out["pixel_values_target"] = self.transform(image)
         else:

@@ -37,11 +37,13 @@ class Question:
         return f"{self.text}\n{self.extension}" if self.extension else self.text
 
     def load_image(self) -> Image.Image:
-        """The image as RGB PIL, opening the file when the question holds a path."""
+        """The image as RGB PIL, opening the file when the question holds a path (16-bit, alpha: ``to_rgb``)."""
+        from jarvis.data.images import check_size, load_rgb, to_rgb
+
         if isinstance(self.image, Image.Image):
-            return self.image.convert("RGB")
-        with Image.open(self.image) as im:
-            return im.convert("RGB")
+            check_size(self.image.size)
+            return to_rgb(self.image)
+        return load_rgb(self.image)
 
 
 # --------------------------------------------------------------------------------------------------------------

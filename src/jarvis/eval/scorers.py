@@ -61,7 +61,7 @@ CVBENCH_SOURCES = {
 
 def _field(row: dict, key: str, line: int, benchmark: str) -> Any:
     if key not in row:
-        raise ValueError(f"{benchmark}: answer line {line} has no {key!r} field (keys: {sorted(row)})")
+        raise ValueError(f"{benchmark}: answer line {line + 1} has no {key!r} field (keys: {sorted(row)})")
     return row[key]
 
 
@@ -206,7 +206,7 @@ def _split_sources(rows: Sequence[dict], bench: str) -> dict[str, list[dict]]:
         src = _field(r, "source", i, bench)
         if src not in CVBENCH_SOURCES:
             raise ValueError(
-                f"{bench}: line {i} has unknown source {src!r}; expected one of {sorted(CVBENCH_SOURCES)}"
+                f"{bench}: line {i + 1} has unknown source {src!r}; expected one of {sorted(CVBENCH_SOURCES)}"
             )
         split[CVBENCH_SOURCES[src]].append(r)
     return split
@@ -258,7 +258,8 @@ def _pairs_by_id(rows: Sequence[dict], keys: Sequence[tuple], bench: str) -> dic
     if bad:
         first = next(iter(bad.items()))
         raise ValueError(
-            f"{bench}: {len(bad)} pair ids without exactly two questions, e.g. {first[0]!r} at lines {first[1]}"
+            f"{bench}: {len(bad)} pair ids without exactly two questions, e.g. {first[0]!r} at lines "
+            f"{[i + 1 for i in first[1]]}"
         )
     return groups
 
@@ -269,7 +270,7 @@ def _mmvp_pair_key(row: dict, line: int) -> tuple:
     qid = row.get("question_id")
     if isinstance(qid, int):
         return (qid // 2,)  # Questions.csv row_index // 2 (fix #6)
-    raise ValueError(f"mmvp: line {line} has neither 'pair_id' nor an integer 'question_id' to pair by")
+    raise ValueError(f"mmvp: line {line + 1} has neither 'pair_id' nor an integer 'question_id' to pair by")
 
 
 def _score_mmvp(rows: Sequence[dict], mode: str) -> dict[str, Any]:
@@ -484,49 +485,99 @@ _SCORERS: dict[str, Callable[[Sequence[dict], str], dict[str, Any]]] = {
 SCORABLE: tuple[str, ...] = tuple(_SCORERS)
 
 
-def score_answers(benchmark: str, rows: list[dict], mode: str = "fixed") -> dict[str, Any]:
+def score_answers(
+    benchmark: str, rows: list[dict], mode: str = "fixed", lines: Sequence[int] | None = None
+) -> dict[str, Any]:
     """Score answer lines (Cambrian answers format, one dict per line, in file order) for one benchmark.
 
     Returns the scores dict described in the module docstring; ``overall`` is in the unit tabulate.py reports
-    (percent, or the MME Perception sum out of 2000).
+    (percent, or the MME Perception sum out of 2000). Rows a scorer cannot read (missing fields, ``null`` or list
+    answers, a ground truth naming no option...) raise ``ValueError`` naming the line: ``lines`` are the rows'
+    1-based file line numbers (default: row position + 1).
     """
+    from jarvis.eval.answers import validate_rows
+
     _check_mode(mode)
     if benchmark not in _SCORERS:
         raise ValueError(f"unknown benchmark {benchmark!r}; scorable: {SCORABLE}")
     _require_rows(benchmark, rows)
+    validate_rows(benchmark, rows, mode, lines)
     return _SCORERS[benchmark](rows, mode)
 
 
 def read_answers(path: str | Path) -> list[dict]:
-    """Read an answers JSONL file; a malformed line fails with its line number."""
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
-    return rows
+    """Read an answers JSONL file; a malformed line fails with its (1-based) line number."""
+    from jarvis.eval.answers import read_answer_lines
+
+    return read_answer_lines(path)[0]
 
 
 def add_score_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``jarvis score --benchmark B [--mode compat|fixed] ANSWERS.jsonl``."""
+    """Arguments of ``jarvis score --benchmark B --questions DIR [--mode compat|fixed] [--allow-partial] ANSWERS``."""
     parser.add_argument("--benchmark", required=True, choices=SCORABLE, help="benchmark scorer to apply")
+    parser.add_argument(
+        "--questions",
+        required=True,
+        type=Path,
+        help="the benchmark's data directory (as `jarvis evaluate` reads it, e.g. data/synth/pope): answers are "
+        "matched to its questions by id; unknown ids, duplicates and changed ground truth are refused",
+    )
     parser.add_argument(
         "--mode",
         default="fixed",
         choices=MODES,
         help="compat: reproduce the Cambrian scorers' numbers; fixed: corrected (default)",
     )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="score answers that cover only part of the benchmark (the output says so); refused otherwise",
+    )
     parser.add_argument("answers", type=Path, help="answers JSONL (Cambrian answers format)")
 
 
 def run_score(args: argparse.Namespace) -> int:
-    """Score ``args.answers`` and print the scores JSON to stdout. Returns the process exit code."""
-    scores = score_answers(args.benchmark, read_answers(args.answers), args.mode)
-    json.dump(scores, sys.stdout, indent=2, sort_keys=False)
+    """Check and score ``args.answers``; print the scores JSON (with ``coverage``) to stdout.
+
+    Returns the process exit code: 0, or 2 with one ``error: ...`` line on stderr for a bad file, row or question
+    set (never a traceback).
+    """
+    from jarvis.eval.answers import (
+        check_against_questions,
+        check_compat_crashes,
+        finite_or_null,
+        read_answer_lines,
+        validate_rows,
+    )
+    from jarvis.eval.benchmarks import load_questions
+
+    try:
+        rows, lines = read_answer_lines(args.answers)
+        validate_rows(args.benchmark, rows, args.mode, lines)
+        try:
+            questions = list(load_questions(args.benchmark, args.questions))
+        except (KeyError, TypeError) as e:  # a data file without the fields the loader needs
+            raise ValueError(f"cannot read the {args.benchmark} questions under {args.questions}: {e!r}") from e
+        coverage = check_against_questions(args.benchmark, rows, lines, questions, args.allow_partial)
+        if args.mode == "compat":
+            check_compat_crashes(args.benchmark, rows, lines)
+        scores = score_answers(args.benchmark, rows, args.mode, lines)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    scores["coverage"] = coverage
+    if coverage["partial"]:
+        scores["partial"] = True
+        print(
+            f"PARTIAL: {args.benchmark} scored on {coverage['answered']}/{coverage['total']} questions "
+            f"({coverage['fraction']:.1%}) because of --allow-partial; not comparable with full-benchmark scores",
+            file=sys.stderr,
+        )
+    undefined: list[str] = []
+    scores = finite_or_null(scores, undefined=undefined)
+    if undefined:
+        print(f"note: undefined (no questions) and written as null: {', '.join(undefined)}", file=sys.stderr)
+    json.dump(scores, sys.stdout, indent=2, sort_keys=False, allow_nan=False)
     sys.stdout.write("\n")
     return 0
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from jarvis.plan import CacheSpec, StagePlan
 from jarvis.stages.common import image_transform
@@ -40,13 +39,13 @@ def load_tower(recipe: Any) -> Any:
 def _encode(samples: list[dict[str, Any]], root: Path, transform: Any, vision: Any, target: Any | None,
             dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     from jarvis.data.dataset import safe_image_path
+    from jarvis.data.images import load_rgb
 
     ctx_out, tgt_out = [], []
     for i in range(0, len(samples), BATCH):
         pix, pix_t = [], []
         for s in samples[i : i + BATCH]:
-            with Image.open(safe_image_path(root, s["image"])) as im:
-                x = transform(im.convert("RGB"))
+            x = transform(load_rgb(safe_image_path(root, s["image"])))  # 16-bit, alpha, ... (issue 9)
             if target is None:
                 pix.append(x)
             else:
@@ -61,7 +60,7 @@ def _encode(samples: list[dict[str, Any]], root: Path, transform: Any, vision: A
 
 def run(plan: StagePlan) -> dict[str, Any]:
     from jarvis import tracking
-    from jarvis.data.dataset import load_and_validate, write_feature_index, write_feature_shard
+    from jarvis.data.dataset import drop_metrics, load_and_validate, write_feature_index, write_feature_shard
     from jarvis.io import atomic_dir
 
     spec: CacheSpec = plan.spec
@@ -101,7 +100,8 @@ def run(plan: StagePlan) -> dict[str, Any]:
                     os.replace(f, tmp / f.name)
         shutil.rmtree(partial)
         metrics = {"n_images": len(with_image), "n_shards": len(shards), "reused_shards": reused,
-                   "n_dropped": report.get("dropped", 0), "wall_s": round(time.perf_counter() - t0, 3)}
+                   "n_dropped": report.get("dropped", 0), "wall_s": round(time.perf_counter() - t0, 3),
+                   **drop_metrics(report, "data/validation")}
         if mlrun is not None:
             tracking.log_final_metrics(metrics, prefix="")
     return metrics

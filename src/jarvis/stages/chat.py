@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 
 def answer(checkpoint: Path, image: Path | None, question: str, max_new_tokens: int = 64) -> str:
     from jarvis.data.collate import Collator
     from jarvis.data.conversation import build_prompt, expand_image_token, image_token_id
+    from jarvis.data.images import load_rgb
     from jarvis.stages.common import image_transform
     from jarvis.stages.evaluate import load_checkpoint
 
@@ -21,8 +21,7 @@ def answer(checkpoint: Path, image: Path | None, question: str, max_new_tokens: 
         if not image.is_file():
             raise FileNotFoundError(f"image {image} does not exist")
         ids, _ = expand_image_token(ids, None, image_token_id(tokenizer), model.vision_tower.num_patches)
-        with Image.open(image) as im:
-            sample["pixel_values"] = image_transform(model.vision_tower, "pad")(im.convert("RGB"))
+        sample["pixel_values"] = image_transform(model.vision_tower, "pad")(load_rgb(image))  # 16-bit, alpha
     sample["input_ids"] = torch.tensor(ids)
     sample["labels"] = torch.full((len(ids),), -100)
     batch = Collator(tokenizer.pad_token_id, padding_side="left")([sample])

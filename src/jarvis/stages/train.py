@@ -6,8 +6,10 @@ ZeRO-3). One module: both are "build model + data from the plan, then jarvis.tra
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
+from jarvis.io import write_json_atomic
 from jarvis.plan import StagePlan, TrainSpec
 from jarvis.stages.common import image_transform
 from jarvis.tracking import plan_run as stage_run
@@ -53,7 +55,8 @@ def build_dataset(spec: TrainSpec, model: Any, tokenizer: Any) -> Any:
     samples, report = load_and_validate(c.annotations, c.image_root, spec.max_dropped_fraction)
     log.info("%s: kept %d samples; drops %s", c.annotations, len(samples), report.get("counts", report))
     common = dict(tokenizer=tokenizer, image_root=c.image_root, num_image_tokens=model.vision_tower.num_patches,
-                  max_length=spec.training.max_length, max_dropped_fraction=spec.max_dropped_fraction)
+                  max_length=spec.training.max_length, max_dropped_fraction=spec.max_dropped_fraction,
+                  max_truncated_fraction=spec.max_truncated_fraction, validation_report=report)
     if spec.feature_cache is not None:
         return LlavaDataset(samples, feature_cache=FeatureCache(spec.feature_cache), **common)
     target = model.target_tower if spec.jepa is not None else None
@@ -79,4 +82,13 @@ def run(plan: StagePlan) -> dict[str, Any]:
         metrics = run_training(model, dataset, collator, settings, out_dir=spec.out_dir, work_dir=work,
                                mlflow_run=mlrun, processing_class=tokenizer, metrics_path=spec.metrics,
                                history_path=spec.history)
+        # Drop and truncation counts of the data (annotation validation, encoding, max_length) join the metrics.
+        data_metrics = {f"data/{k}": v for k, v in dataset.stats.items()}
+        metrics.update(data_metrics)
+        if int(os.environ.get("RANK", "0")) == 0:
+            write_json_atomic(spec.metrics, metrics)
+            if mlrun is not None:
+                from jarvis import tracking
+
+                tracking.log_final_metrics(data_metrics, prefix="")
     return metrics
