@@ -85,7 +85,9 @@ def test_placeholders_are_up_to_date_in_both_tools(project: Path) -> None:
     assert snakemake_dry_jobs(project) == set()
 
 
-MODULES = ("data/synthetic.py", "stages/cache_features.py", "masking.py", "eval/scorers.py", "report.py",
+# One module per stage kind at least, and the ones a hand list used to miss. (seeding.py and masking.py are in every
+# stage's closure: params validation checks mask feasibility with the sampler's own rule at every load.)
+MODULES = ("data/synthetic.py", "stages/cache_features.py", "model/freeze.py", "eval/scorers.py", "report.py",
            "stages/common.py", "launch.py", "seeding.py", "training.py")
 
 
@@ -97,7 +99,7 @@ def test_a_comment_in_a_module_reruns_the_stages_importing_it(project: Path) -> 
         path = project / rel
         text = path.read_text()
         direct = {i for i, p in plans.items() if rel in p.code}
-        assert direct and direct != set(plans), (mod, direct)  # something is stale, something stays clean
+        assert direct, mod
         hit_kinds |= {plans[i].kind for i in direct}
         try:
             path.write_text(text + "# a comment\n")
@@ -107,6 +109,7 @@ def test_a_comment_in_a_module_reruns_the_stages_importing_it(project: Path) -> 
             path.write_text(text)
             os.utime(path, (T0, T0))
     assert hit_kinds == {p.kind for p in plans.values()}
+    assert any(len({i for i, p in plans.items() if f"src/jarvis/{m}" in p.code}) < len(plans) for m in MODULES)
     assert dvc_stale(project) == set() and snakemake_dry_jobs(project) == set()
 
 
