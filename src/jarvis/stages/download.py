@@ -9,14 +9,13 @@ the tokenizer with its chat template, build the tiny LM / tower from its config 
 from __future__ import annotations
 
 import logging
-import os
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from jarvis.config import HubRef, LLMSpec, SyntheticData, TowerSpec
-from jarvis.io import atomic_dir, read_json, write_json_atomic
+from jarvis.io import atomic_dir, read_json, replace_dir, write_json_atomic
 from jarvis.model.recipe import tower_selection, tower_spec
 from jarvis.plan import DownloadSpec, StagePlan
 
@@ -39,11 +38,8 @@ def _snapshot(repo_id: str, revision: str, repo_type: str, out: Path, **kwargs: 
 
 
 def _finish(partial: Path, out: Path) -> None:
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    os.replace(partial, out)
+    """The verified partial directory becomes ``out`` in one rename (jarvis.io, like every artifact)."""
+    replace_dir(partial, out)
 
 
 def _extract(archive: Path, dest: Path) -> int:
