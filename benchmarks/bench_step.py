@@ -9,7 +9,8 @@ block masks are sampled inside the step, as the trainer does. Reported: the medi
 between variants through /proc/self/clear_refs where the kernel allows it).
 
 ``medium``: Llama-style LM (hidden 512, 8 layers, 8 heads, vocab 32000), CLIP-style context tower and DINOv2-style
-target tower (image 224, patch 14 → 16×16 grid, hidden 384, 4 layers), batch 8, captions of 40 tokens.
+target tower (image 224, patch 14 → 16×16 grid, hidden 384, 4 layers), batch 8, captions of 40 tokens; ``medium24``:
+the same on the paper's 24×24 grid (image 336).
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ CONFIGS = {
     # Llama-style intermediate ≈ 8/3 · hidden rounded to a multiple of 32; reference mask spec (paper-spec §4).
     "medium": BenchConfig(hidden=512, layers=8, heads=8, intermediate=1376, vocab=32000, image=224, patch=14,
                           tower_hidden=384, tower_layers=4, tower_heads=6, batch=8, caption=40, mask=MaskSpec()),
+    # The same LM and towers on the paper's 24×24 grid (CLIP-L/336: image 336, patch 14).
+    "medium24": BenchConfig(hidden=512, layers=8, heads=8, intermediate=1376, vocab=32000, image=336, patch=14,
+                            tower_hidden=384, tower_layers=4, tower_heads=6, batch=8, caption=40, mask=MaskSpec()),
 }
 
 

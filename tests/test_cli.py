@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+import jarvis
 from conftest import ROOT, bin_path
 from jarvis.config import load_raw
 from jarvis.model.configuration import JarvisConfig
@@ -27,19 +29,56 @@ SUBCOMMANDS = (
     "report",
     "score",
     "chat",
+    "export",
     "convert-reference",
     "dag",
 )
 
 
-def test_help_lists_every_subcommand(tmp_path: Path) -> None:
+def test_help_lists_every_subcommand_in_user_terms(tmp_path: Path) -> None:
     res = run(tmp_path, JARVIS, "--help")
-    listed = (
-        res.stdout.split("{", 1)[1].split("}", 1)[0].split(",")
-    )  # argparse's "{download,...}" choice list
-    assert tuple(listed) == SUBCOMMANDS
     for sub in SUBCOMMANDS:
-        assert f"\n    {sub} " in res.stdout  # each has its own help line
+        assert f"\n    {sub} " in res.stdout or f"\n    {sub}\n" in res.stdout  # each has its own help line
+    for internal in ("house rule", "Imports are lazy", "paper-spec", "stack-facts"):
+        assert internal not in res.stdout
+    assert run(tmp_path, JARVIS, "--version").stdout.strip() == f"jarvis {jarvis.__version__}"
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    from jarvis.cli import build_parser
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert tuple(commands.choices) == SUBCOMMANDS
+    missing = [f"jarvis {name} {'/'.join(a.option_strings) or a.dest}"
+               for name, sub in [("", parser), *commands.choices.items()]
+               for a in sub._actions if not a.help and not isinstance(a, argparse._SubParsersAction)]
+    assert missing == []
+    assert "mmvp" in commands.choices["evaluate"].format_help()  # choices are listed
+
+
+def test_bad_arguments_are_one_line_errors_with_exit_2_and_no_mlflow_run(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    cases = [
+        (("evaluate", "--experiment", "jarvis", "--seed", "0", "--benchmark", "nope"), "'nope'"),
+        (("evaluate", "--experiment", "nope", "--seed", "0", "--benchmark", "mmvp"), "'nope'"),
+        (("evaluate", "--experiment", "jarvis", "--seed", "0", "--benchmark", "mmvp"),
+         "run `jarvis download --data synth`"),
+        (("pretrain", "--experiment", "nope", "--seed", "0"), "'nope'"),
+        (("pretrain", "--experiment", "jarvis", "--seed", "7"), "seed 7 is not in run.seeds"),
+        (("finetune", "--experiment", "llava", "--seed", "1"), "run `jarvis pretrain --experiment llava --seed 1` first"),
+        (("download", "--tower", "nope"), "'nope'"),
+        (("cache-features", "--data", "synth", "--vision", "nope"), "'nope'"),
+        (("chat", "--checkpoint", "x", "--max-new-tokens", "0", "hi"), "must be at least 1"),
+        (("export", "--format", "gguf", "a", "b"), "'gguf'"),
+        (("dag", "draw"), "'draw'"),
+    ]
+    for argv, named in cases:
+        res = run(tmp_path, JARVIS, *argv, check=False)
+        assert res.returncode == 2, (argv, res.stderr)
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and named in lines[0], (argv, res.stderr)
+    assert not (tmp_path / "mlruns").exists()  # the MLflow store under the project root was never opened
 
 
 def test_params_typo_exits_2_naming_the_key(tmp_path: Path) -> None:

@@ -46,9 +46,15 @@ def test_all_outputs_exist_and_report_matches_scores(project: Path) -> None:
     for exp in EXPERIMENTS:
         for seed in SEEDS:
             for stage in ("pretrain", "finetune"):
-                assert (project / "runs" / exp / f"s{seed}" / stage / "model" / "model.safetensors").is_file()
+                model = project / "runs" / exp / f"s{seed}" / stage / "model"
+                # only the model's own files: weights, config, processor, generation config, card (no stray markers)
+                assert sorted(p.name for p in model.iterdir()) == [
+                    "README.md", "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
+                    "processor_config.json", "tokenizer.json", "tokenizer_config.json"], exp
             for b in benches:
                 assert (project / "runs" / exp / f"s{seed}" / "eval" / b / "answers.jsonl").is_file()
+    for root in ("data", "models", "features", "runs"):
+        assert not list((project / root).glob("**/.snakemake_timestamp")), root
     jarvis = json.loads((project / "runs/jarvis/s0/pretrain/metrics.json").read_text())
     llava = json.loads((project / "runs/llava/s0/pretrain/metrics.json").read_text())
     assert jarvis["loss_jepa"] < 0 and 0 < jarvis["jepa_fraction"] <= 1  # negative cosine, skip_prob 0.2

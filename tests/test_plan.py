@@ -107,7 +107,7 @@ def test_code_deps_are_the_import_closure(root):
         assert f"src/jarvis/{mod}.py" in pre, mod
     assert "workflow/deepspeed/zero2.json" in pre and "workflow/deepspeed/zero3.json" in plans["finetune"].code
     report = set(plans["report"].code)
-    assert "src/jarvis/report.py" in report and "src/jarvis/model/modeling.py" not in report
+    assert "src/jarvis/report.py" in report  # (model code is in every closure: `import jarvis` registers it)
     assert "src/jarvis/training.py" not in report and "src/jarvis/stages/train.py" not in report
     assert "src/jarvis/eval/scorers.py" in plans["evaluate"].code
     assert "src/jarvis/stages/common.py" in plans["cache_features"].code

@@ -1,7 +1,8 @@
-"""`jarvis <stage>`: one subcommand per pipeline stage, plus tools (score, chat, convert-reference, dag).
+"""`jarvis <stage>`: one subcommand per pipeline stage, plus tools (score, chat, export, convert-reference, dag).
 
 The CLI takes ids (experiment, benchmark, component names) and flags that do not change results; every
-hyper-parameter lives in params.yaml (house rule 4). Imports are lazy so `jarvis --help` is instant.
+hyper-parameter lives in params.yaml (house rule 4). Imports are lazy so `jarvis --help` is instant. Names are
+validated against params.yaml before a stage opens its MLflow run, so a typo leaves no failed run behind.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 
-def _plan(args: argparse.Namespace, kind: str, **ids: object):
-    """The stage's plan, resolved from params.yaml (jarvis.plan: the one resolution of a stage)."""
+def _resolver(args: argparse.Namespace):
+    """The stage resolver of the params file (jarvis.plan: the one resolution of every stage)."""
     from jarvis.plan import load
 
-    return load(args.params).resolve(kind, **ids)
+    return load(args.params)
 
 
 def _print_metrics(metrics: dict) -> int:
@@ -27,24 +29,51 @@ def _print_metrics(metrics: dict) -> int:
     return 0
 
 
+def _known(params, table: str, name: str | None) -> None:
+    """Fail before any MLflow run starts when ``name`` is not under ``table:`` in params.yaml."""
+    from jarvis.config import ConfigError
+
+    known = getattr(params, table)
+    if name is not None and name not in known:
+        raise ConfigError(f"unknown {table[:-1] if table != 'datasets' else 'data set'} {name!r} "
+                          f"(params file `{table}:` has {', '.join(sorted(known))})")
+
+
+def _need_checkpoint(ckpt: Path, hint: str) -> None:
+    from jarvis.config import ConfigError
+
+    if not (ckpt / "config.json").is_file():
+        raise ConfigError(f"no checkpoint at {ckpt} (run `{hint}` first)")
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from jarvis.stages import download
 
     kind, name = next((k, getattr(args, k)) for k in ("data", "llm", "tower") if getattr(args, k))
-    return _print_metrics(download.run(_plan(args, "download", component=kind, name=name)))
+    r = _resolver(args)
+    _known(r.params, {"data": "datasets", "llm": "llms", "tower": "towers"}[kind], name)
+    return _print_metrics(download.run(r.resolve("download", component=kind, name=name)))
 
 
 def cmd_cache_features(args: argparse.Namespace) -> int:
     from jarvis.stages import cache_features
 
-    plan = _plan(args, "cache_features", data=args.data, vision=args.vision, target=args.target)
+    r = _resolver(args)
+    _known(r.params, "datasets", args.data)
+    _known(r.params, "towers", args.vision)
+    _known(r.params, "towers", args.target)
+    plan = r.resolve("cache_features", data=args.data, vision=args.vision, target=args.target)
     return _print_metrics(cache_features.run(plan))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from jarvis.launch import maybe_relaunch
 
-    plan = _plan(args, args.command, experiment=args.experiment, seed=args.seed)
+    r = _resolver(args)
+    _known(r.params, "experiments", args.experiment)
+    plan = r.resolve(args.command, experiment=args.experiment, seed=args.seed)
+    if plan.spec.init_from is not None:
+        _need_checkpoint(plan.spec.init_from, f"jarvis pretrain --experiment {args.experiment} --seed {args.seed}")
     training = plan.spec.training
     maybe_relaunch(training.nproc, training.nodes)  # re-execs under torchrun when a stage needs several processes
     from jarvis.launch import hard_exit
@@ -60,16 +89,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from jarvis.config import ConfigError
     from jarvis.stages import evaluate
 
-    plan = _plan(args, "evaluate", experiment=args.experiment, seed=args.seed, benchmark=args.benchmark)
+    r = _resolver(args)
+    _known(r.params, "experiments", args.experiment)
+    plan = r.resolve("evaluate", experiment=args.experiment, seed=args.seed, benchmark=args.benchmark)
+    if not plan.spec.bench_root.is_dir():
+        data = r.params.experiment(args.experiment).data
+        raise ConfigError(f"benchmark {args.benchmark!r}: no data under {plan.spec.bench_root}"
+                          f" (run `jarvis download --data {data}`)")
+    _need_checkpoint(plan.spec.checkpoint, f"jarvis finetune --experiment {args.experiment} --seed {args.seed}")
     return _print_metrics(evaluate.run(plan))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from jarvis.stages import report
 
-    return _print_metrics(report.run(_plan(args, "report")))
+    return _print_metrics(report.run(_resolver(args).resolve("report")))
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -91,6 +128,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     convert_reference(Path(args.src), Path(args.dst), target_dir=Path(args.target) if args.target else None)
     print(f"wrote {args.dst}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from jarvis.model.export import export_llava_hf
+
+    notes = export_llava_hf(Path(args.src), Path(args.dst), image_mode=args.image_mode,
+                            allow_attention_change=args.allow_attention_change)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    print(f"wrote {args.dst} ({args.format})")
     return 0
 
 
@@ -116,69 +164,153 @@ def cmd_dag(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jarvis", description=__doc__)
-    p.add_argument("--params", default="params.yaml", help="params file (default: ./params.yaml)")
-    p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True)
+DESCRIPTION = """\
+Reproducible JARVIS experiments: LLaVA-style multimodal models with and without the I-JEPA alignment objective.
 
-    d = sub.add_parser("download", help="fetch (hub) or materialise (tiny) one data set / LLM / vision tower")
+Pipeline stages (normally run for you by `snakemake` or `dvc repro`, one stage per call):
+  download -> cache-features -> pretrain -> finetune -> evaluate -> report
+Every hyper-parameter is read from the params file; the options below only pick what to run.
+"""
+EPILOG = """\
+examples:
+  jarvis dag list                                  stage ids of the current params.yaml
+  jarvis pretrain --experiment jarvis              stage 1 of one experiment
+  jarvis evaluate --experiment jarvis --benchmark mmvp
+  jarvis chat --checkpoint runs/jarvis/finetune/model --image cat.png "What is on the mat?"
+  jarvis export --format llava-hf runs/llava/finetune/model exported/llava
+
+Run `jarvis COMMAND --help` for the options of one command.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `jarvis evaluate: error: ... (see jarvis evaluate --help)`, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _benchmarks() -> tuple[str, ...]:
+    from jarvis.eval.benchmarks import BENCHMARKS
+
+    return BENCHMARKS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jarvis import __version__
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = _Parser(prog="jarvis", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
+    p.add_argument("--version", action="version", version=f"jarvis {__version__}")
+    p.add_argument("--params", default="params.yaml", metavar="FILE",
+                   help="the experiment parameters file (default: ./params.yaml)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    d = sub.add_parser("download", help="fetch one data set, language model or vision tower (or build the tiny one)",
+                       description="Fetch one component named in the params file from the Hugging Face Hub, or "
+                                   "build it from its config when it is a tiny from-scratch component.")
     g = d.add_mutually_exclusive_group(required=True)
-    g.add_argument("--data")
-    g.add_argument("--llm")
-    g.add_argument("--tower")
+    g.add_argument("--data", metavar="NAME", help="a data set under `datasets:` in the params file")
+    g.add_argument("--llm", metavar="NAME", help="a language model under `llms:`")
+    g.add_argument("--tower", metavar="NAME", help="a vision tower under `towers:`")
     d.set_defaults(func=cmd_download)
 
-    c = sub.add_parser("cache-features", help="cache frozen context/target tower features of the stage-1 images")
-    c.add_argument("--data", required=True)
-    c.add_argument("--vision", required=True)
-    c.add_argument("--target")
+    c = sub.add_parser("cache-features", help="precompute frozen vision-tower features of the stage-1 images",
+                       description="Run the frozen context (and target) towers once over the stage-1 images and "
+                                   "store their features, so stage 1 does not recompute them every epoch.")
+    c.add_argument("--data", required=True, metavar="NAME", help="data set whose stage-1 images are encoded")
+    c.add_argument("--vision", required=True, metavar="NAME", help="context vision tower")
+    c.add_argument("--target", metavar="NAME", help="JEPA target tower (JARVIS experiments only)")
     c.set_defaults(func=cmd_cache_features)
 
-    for stage, text in (("pretrain", "stage 1: alignment (LLaVA or JARVIS), ZeRO-2"),
-                        ("finetune", "stage 2: instruction tuning, ZeRO-3")):
-        t = sub.add_parser(stage, help=text)
-        t.add_argument("--experiment", required=True)
-        t.add_argument("--seed", type=int, required=True, help="one of run.seeds")
+    for stage, text in (("pretrain", "stage 1: align the projector (LLaVA) or projector + JEPA head (JARVIS)"),
+                        ("finetune", "stage 2: instruction-tune the projector and language model")):
+        t = sub.add_parser(stage, help=text, description=text[0].upper() + text[1:] + ".")
+        t.add_argument("--experiment", required=True, metavar="NAME",
+                       help="an experiment (or sweep variant) under `experiments:` / `sweeps:` in the params file")
+        t.add_argument("--seed", type=int, required=True, metavar="N", help="one of `run.seeds`")
         t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="greedy answers + scores for one benchmark")
-    e.add_argument("--experiment", required=True)
-    e.add_argument("--seed", type=int, required=True, help="one of run.seeds")
-    e.add_argument("--benchmark", required=True)
+    e = sub.add_parser("evaluate", help="answer one benchmark with the stage-2 model and score it",
+                       description="Greedy answers of an experiment's stage-2 checkpoint on one benchmark, "
+                                   "then its scores.")
+    e.add_argument("--experiment", required=True, metavar="NAME",
+                   help="an experiment (or sweep variant) under `experiments:` / `sweeps:` in the params file")
+    e.add_argument("--seed", type=int, required=True, metavar="N", help="one of `run.seeds`")
+    e.add_argument("--benchmark", required=True, choices=_benchmarks(), metavar="NAME",
+                   help="one of: %(choices)s")
     e.set_defaults(func=cmd_evaluate)
 
-    r = sub.add_parser("report", help="experiments x benchmarks table and plots")
+    r = sub.add_parser("report", help="tables and plots comparing the experiments' scores",
+                       description="Collect every selected experiment's scores into tables and figures.")
     r.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("score", add_help=False,
-                       help="score a Cambrian-format answers file; prints scores JSON (`jarvis score --help`)")
+    s = sub.add_parser("score", help="score an answers file of one benchmark (prints JSON)", add_help=False,
+                       description="Score a Cambrian-format answers file (JSON lines) and print the scores.")
     s.set_defaults(func=cmd_score)
 
-    ch = sub.add_parser("chat", help="answer one question about one image (greedy)")
-    ch.add_argument("--checkpoint", required=True)
-    ch.add_argument("--image")
-    ch.add_argument("--max-new-tokens", type=int, default=64)
-    ch.add_argument("question")
+    ch = sub.add_parser("chat", help="answer one question about one image with a trained checkpoint",
+                        description="Greedy answer of a trained checkpoint to one question, optionally about an "
+                                    "image; prints only the answer.")
+    ch.add_argument("--checkpoint", required=True, metavar="DIR", help="a trained model folder")
+    ch.add_argument("--image", metavar="FILE", help="image file the question is about")
+    ch.add_argument("--max-new-tokens", type=_positive_int, default=64, metavar="N",
+                    help="longest answer in tokens (default: 64)")
+    ch.add_argument("question", help="the question, as one argument")
     ch.set_defaults(func=cmd_chat)
 
-    cv = sub.add_parser("convert-reference", help="convert an aimagelab/JARVIS checkpoint to this format")
-    cv.add_argument("src")
-    cv.add_argument("dst")
-    cv.add_argument("--target", help="target-encoder directory (mllm_jepa checkpoints store only its name)")
+    ex = sub.add_parser("export", help="write a trained checkpoint in another model format",
+                        description="Write a trained checkpoint as transformers' LlavaForConditionalGeneration with "
+                                    "its processor (llava-hf), the format lmms-eval and vLLM load. Checkpoints "
+                                    "trained with bidirectional visual attention, timm towers or a linear projector "
+                                    "have no exact llava-hf equivalent: the export refuses them and says why.")
+    ex.add_argument("--format", required=True, choices=("llava-hf",), help="target format: %(choices)s")
+    ex.add_argument("--image-mode", choices=("pad", "crop"), default="pad",
+                    help="image preprocessing of the exported processor: pad to a square (evaluation, default) "
+                         "or centre crop (stage 1)")
+    ex.add_argument("--allow-attention-change", action="store_true",
+                    help="export a bidirectional-attention checkpoint anyway; the export attends causally and "
+                         "its outputs differ")
+    ex.add_argument("src", metavar="SRC", help="trained model folder")
+    ex.add_argument("dst", metavar="DST", help="output folder (replaced if it exists)")
+    ex.set_defaults(func=cmd_export)
+
+    cv = sub.add_parser("convert-reference", help="convert an aimagelab/JARVIS checkpoint to this format",
+                        description="Convert a checkpoint of the authors' code (aimagelab/JARVIS) to a model "
+                                    "folder of this project.")
+    cv.add_argument("src", metavar="SRC", help="reference checkpoint folder")
+    cv.add_argument("dst", metavar="DST", help="output folder")
+    cv.add_argument("--target", metavar="DIR",
+                    help="target-encoder folder (JEPA checkpoints store only the target tower's name)")
     cv.set_defaults(func=cmd_convert)
 
-    dg = sub.add_parser("dag", help="render/check dvc.yaml from params.yaml, or list stage ids")
-    dg.add_argument("action", choices=["render", "check", "list"])
+    dg = sub.add_parser("dag", help="render or check dvc.yaml, or list the stage ids",
+                        description="The stage graph comes from the params file: `render` writes dvc.yaml, "
+                                    "`check` fails when dvc.yaml is stale, `list` prints the stage ids.")
+    dg.add_argument("action", choices=["render", "check", "list"], help="one of: %(choices)s")
     dg.set_defaults(func=cmd_dag)
     return p
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from jarvis.progress import quiet_library_bars
+
+    quiet_library_bars()  # before transformers / huggingface_hub are imported: they read it once
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "score":
-        args.rest = rest
+        args.rest = rest  # the scorer parses its own arguments (`jarvis score --help`)
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -188,6 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:
+        if type(err).__name__ != "ExportError":  # jarvis.model.export: the checkpoint cannot be expressed
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (KeyError, FileNotFoundError) as err:  # unknown ids, missing inputs: a message, not a traceback

@@ -113,8 +113,14 @@ def files(modules: set[str], src: Path = SRC, root: Path | None = None) -> list[
     return sorted(out)
 
 
-# What every `jarvis <command>` process runs of jarvis.cli besides its own command function.
-CLI_SHARED = ("main", "build_parser", "_plan", "_print_metrics")
+def _cli_shared(src: Path) -> tuple[str, ...]:
+    """What every `jarvis <command>` process may run of jarvis.cli besides its own command function: ``main``,
+    ``build_parser`` and the module's private helpers (``_resolver``, ``_known``, ...)."""
+    path = module_file(f"{PACKAGE}.cli", src)
+    assert path is not None
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("_")]
+    return ("main", "build_parser", *names)
 
 
 def cli_command_deps(command_function: str, src: Path = SRC) -> set[str]:
@@ -123,6 +129,6 @@ def cli_command_deps(command_function: str, src: Path = SRC) -> set[str]:
     commands' function-local imports are not run, so they are not dependencies."""
     entry = {PACKAGE, f"{PACKAGE}.__main__", f"{PACKAGE}.cli"}
     roots: set[str] = set()
-    for fn in (*CLI_SHARED, command_function):
+    for fn in (*_cli_shared(src), command_function):
         roots |= function_imports(f"{PACKAGE}.cli", fn, src)
     return entry | closure(roots - {f"{PACKAGE}.cli", f"{PACKAGE}.__main__"}, src)

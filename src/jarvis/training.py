@@ -28,7 +28,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -421,6 +421,42 @@ class PreemptionCallback(TrainerCallback):
         return 128 + int(self.received or signal.SIGTERM)
 
 
+class TrainProgress(TrainerCallback):
+    """One tqdm bar over the optimizer steps on rank 0 (log-file friendly off-terminal, ``jarvis.progress``)."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.bar: Any = None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if state.is_world_process_zero:
+            from jarvis.progress import progress
+
+            self.bar = progress(total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step")
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+        logs: dict[str, Any] | None = None, **kwargs: Any,
+    ) -> None:
+        if self.bar is not None and logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{float(logs['loss']):.4g}", refresh=False)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 class Preempted(SystemExit):
     """Raised by :func:`run_training` after the preemption checkpoint; exits the process with 128 + signal."""
 
@@ -503,6 +539,7 @@ def run_training(
     metrics_path: Path | None = None,
     history_path: Path | None = None,
     teardown: bool = True,
+    model_card: Callable[[dict[str, Any]], str] | None = None,
 ) -> dict[str, Any]:
     """Train (resuming from the newest checkpoint in ``work_dir``), then write the declared outputs.
 
@@ -512,6 +549,7 @@ def run_training(
     (None elsewhere); None on rank 0 disables MLflow for this run. On SIGTERM/SIGUSR1 a checkpoint is saved in
     ``work_dir`` and :class:`Preempted` (a ``SystemExit`` with code 128 + signal) is raised after teardown.
     ``callbacks`` are extra Trainer callbacks; ``trainer_cls`` a :class:`JarvisTrainer` subclass (tests, variants).
+    ``model_card`` maps the final metrics to the checkpoint's ``README.md`` (written before the rename).
     Returns the metrics dict on every rank.
     """
     from jarvis import tracking
@@ -535,7 +573,7 @@ def run_training(
             train_dataset=train_dataset,
             data_collator=collator,
             processing_class=processing_class,
-            callbacks=[preemption, *callbacks],
+            callbacks=[preemption, TrainProgress(settings.stage), *callbacks],
             settings=settings,
         )
         if mlflow_run is None and rank == 0:
@@ -568,6 +606,8 @@ def run_training(
         if rank == 0:
             # Trainer.save_model also writes TrainingArguments as a pickle; the declared output is safetensors only.
             (tmp / "training_args.bin").unlink(missing_ok=True)
+            if model_card is not None:
+                write_text_atomic(tmp / "README.md", model_card(metrics))
             replace_dir(tmp, out_dir)
             write_json_atomic(metrics_path, metrics)
             lines = [json.dumps(h, sort_keys=True) for h in trainer.state.log_history]

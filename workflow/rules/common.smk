@@ -30,7 +30,22 @@ onstart:
     tracking.init_store(sorted({s.mlflow_experiment for s in STAGES}))
 
 
+def strip_dir_timestamps():
+    """Snakemake touches a `.snakemake_timestamp` into every directory() output after its job (its mtime carrier;
+    without it Snakemake reads the directory's own mtime). Declared folders hold only their files: a model folder
+    is loaded, exported and uploaded as it is. Removed when the run ends (`.dvcignore` covers a run in progress)."""
+    for stage in STAGES:
+        for out in stage.outs:
+            if is_dir_out(out):
+                Path(out, ".snakemake_timestamp").unlink(missing_ok=True)
+
+
+onerror:
+    strip_dir_timestamps()
+
+
 onsuccess:
+    strip_dir_timestamps()
     # Record what Snakemake produced in dvc.lock so `dvc status` agrees (stack-facts §6: commit only the stages that
     # actually ran — a blind `dvc commit -f` would bless stale outputs).
     done = Path(DONE_DIR)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from jarvis.losses import IGNORE_INDEX
+
 
 def to_additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Bool[B, T, T] -> Float[B, 1, T, T]: 0 where allowed, ``finfo(dtype).min`` where blocked."""
@@ -65,6 +67,34 @@ def _to_batch_rows(x: torch.Tensor, has_image: torch.Tensor) -> torch.Tensor:
     return rows & mask
 
 
+def jepa_columns(
+    visual_span: torch.Tensor,
+    context: torch.Tensor,
+    targets: torch.Tensor,
+    has_image: torch.Tensor,
+    length: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per position of the sequence: visual (B, T), context (B, T), target of block m (B, M, T).
+
+    ``context`` Long[B_img, Kc] / ``targets`` Long[B_img, M, Kt] are visual-relative indices of the samples
+    with an image, in batch order; rows without an image are all False.
+    """
+    batch, device = visual_span.shape[0], visual_span.device
+    if context.shape[0] == 0:  # no image in the batch
+        none = torch.zeros(batch, length, dtype=torch.bool, device=device)
+        return none, none, torch.zeros(batch, targets.shape[1], length, dtype=torch.bool, device=device)
+    pos = torch.arange(length, device=device)
+    rel = (pos - visual_span[:, :1]).clamp(min=0)  # (B, T) visual-relative index of each position
+    in_vis = _in_span(visual_span, length) & has_image.unsqueeze(1)  # (B, T)
+    # Membership tables over the visual span, indexed by visual-relative position.
+    n_vis = length  # any bound >= N works; T is always >= N and avoids a host sync
+    ctx_member = _to_batch_rows(_membership(context, n_vis), has_image)  # (B, T)
+    tgt_member = _to_batch_rows(_membership(targets, n_vis), has_image)  # (B, M, T)
+    ctx_col = ctx_member.gather(1, rel) & in_vis  # (B, T) column is a context token
+    tgt_col = tgt_member.gather(2, rel.unsqueeze(1).expand_as(tgt_member)) & in_vis.unsqueeze(1)  # (B, M, T)
+    return in_vis, ctx_col, tgt_col
+
+
 def jepa_allowed(
     base: torch.Tensor,
     visual_span: torch.Tensor,
@@ -82,14 +112,7 @@ def jepa_allowed(
         return base
     pos = torch.arange(length, device=base.device)
     v0, v1 = visual_span[:, :1], visual_span[:, 1:]  # (B, 1)
-    rel = (pos - v0).clamp(min=0)  # (B, T) visual-relative index of each position
-    in_vis = _in_span(visual_span, length) & has_image.unsqueeze(1)  # (B, T)
-    # Membership tables over the visual span, indexed by visual-relative position.
-    n_vis = length  # any bound >= N works; T is always >= N and avoids a host sync
-    ctx_member = _to_batch_rows(_membership(context, n_vis), has_image)  # (B, T)
-    tgt_member = _to_batch_rows(_membership(targets, n_vis), has_image)  # (B, M, T)
-    ctx_col = ctx_member.gather(1, rel) & in_vis  # (B, T) column is a context token
-    tgt_col = tgt_member.gather(2, rel.unsqueeze(1).expand_as(tgt_member)) & in_vis.unsqueeze(1)  # (B, M, T)
+    in_vis, ctx_col, tgt_col = jepa_columns(visual_span, context, targets, has_image, length)
 
     rows_from_v0 = (pos >= v0) & has_image.unsqueeze(1)  # (B, T)
     text_rows = (pos >= v1) & has_image.unsqueeze(1)  # (B, T)
@@ -116,3 +139,56 @@ def jepa_attention_mask(
     """Float[B, 1, T, T]: bidirectional base mask, then the JEPA rules (paper-spec §6)."""
     base = base_allowed(attention_mask, visual_span, bidir_visual=True)
     return to_additive(jepa_allowed(base, visual_span, context, targets, has_image), dtype)
+
+
+# ---- dropping what nobody attends (issue 13) -------------------------------------------------------------------------
+# Under the JEPA rules a visual token that is neither context nor target is a key for no row (rule 1, never
+# re-enabled), and a padding token is a key for no row (base mask). Their own rows feed a loss only through NTP when
+# their output predicts a label (the last patch predicts the first caption token). Every other such position can leave
+# the sequence: no kept row's attention changes (the dropped columns weighed exp(finfo.min) = 0), and each kept token
+# keeps its position id, so the kept outputs are the same numbers, computed on a shorter sequence.
+
+
+def kept_positions(
+    attention_mask: torch.Tensor,
+    visual_span: torch.Tensor,
+    context: torch.Tensor,
+    targets: torch.Tensor,
+    has_image: torch.Tensor,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Long[B, T']: the positions a JEPA step must keep, ascending, rows padded with dropped positions.
+
+    T' is the largest per-sample count of kept positions, read on the host: call this on host tensors (the
+    collator's and the sampler's) to stay free of a device sync. A row with fewer kept positions is filled with
+    distinct dropped positions (blocked as keys; their outputs are read by nothing).
+    """
+    length = attention_mask.shape[1]
+    in_vis, ctx_col, tgt_col = jepa_columns(visual_span, context, targets, has_image, length)
+    unattended = in_vis & ~ctx_col & ~tgt_col.any(dim=1)  # (B, T)
+    keep = attention_mask.bool() & ~unattended
+    if labels is not None:  # position t predicts labels[t + 1]
+        supervised = torch.zeros_like(keep)
+        supervised[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+        keep = keep | supervised
+    n_keep = int(keep.sum(dim=1).max())  # host read; see the docstring
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept first, each group ascending
+    return order[:, :n_keep]
+
+
+def gather_positions(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """(B, T, ...) -> (B, T', ...) at the ``keep`` positions."""
+    index = keep.view(*keep.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
+    return x.gather(1, index)
+
+
+def gather_square(allowed: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Bool[B, T, T] -> Bool[B, T', T']: rows and columns at the ``keep`` positions."""
+    rows = allowed.gather(1, keep.unsqueeze(-1).expand(-1, -1, allowed.shape[2]))  # (B, T', T)
+    return rows.gather(2, keep.unsqueeze(1).expand(-1, keep.shape[1], -1))  # (B, T', T')
+
+
+def scatter_positions(x: torch.Tensor, keep: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, T', D) -> (B, T, D): back at the ``keep`` positions, zeros at the dropped ones (read by nothing)."""
+    out = x.new_zeros(x.shape[0], length, *x.shape[2:])
+    return out.scatter(1, keep.unsqueeze(-1).expand_as(x), x)

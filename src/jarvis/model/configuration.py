@@ -87,3 +87,6 @@ class JarvisConfig(PretrainedConfig):
         data["target_config"] = None
         data.pop("model_type", None)
         return JarvisConfig(**data)
+
+
+AutoConfig.register(JarvisConfig.model_type, JarvisConfig, exist_ok=True)  # public hook: AutoConfig knows "jarvis"

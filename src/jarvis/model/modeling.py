@@ -18,12 +18,27 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    Cache,
+    DynamicCache,
+    GenerationMixin,
+    PreTrainedModel,
+)
 from transformers import initialization as hf_init
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast, ModelOutput
 
 from jarvis.losses import IGNORE_INDEX, jepa_loss, ntp_loss, total_loss
-from jarvis.model.attention import base_allowed, jepa_allowed, to_additive
+from jarvis.model.attention import (
+    base_allowed,
+    gather_positions,
+    gather_square,
+    jepa_allowed,
+    kept_positions,
+    scatter_positions,
+    to_additive,
+)
 from jarvis.model.configuration import JarvisConfig
 from jarvis.model.embedding import check, splice_visual
 from jarvis.model.projector import build_projector
@@ -42,7 +57,10 @@ class JarvisOutput(ModelOutput):
     logits: torch.Tensor | None = None
 
 
-class JarvisForCausalLM(PreTrainedModel):
+class JarvisForCausalLM(PreTrainedModel, GenerationMixin):
+    """LLaVA-style MLLM (+ JEPA parts in stage 1); ``generate`` works through ``GenerationMixin`` (see
+    :meth:`prepare_inputs_for_generation` and :meth:`forward_with_cache`)."""
+
     config_class = JarvisConfig
     base_model_prefix = "jarvis"
     main_input_name = "input_ids"
@@ -90,6 +108,15 @@ class JarvisForCausalLM(PreTrainedModel):
             if config.jepa_layer > n_layers:
                 raise ValueError(f"jepa_layer={config.jepa_layer} but the LM has {n_layers} decoder layers")
         self.post_init()
+        self._default_generation_ids()
+
+    def _default_generation_ids(self) -> None:
+        """bos/eos/pad ids for ``generate`` from the LM's config (transformers reads only the outer config)."""
+        if self.generation_config is None:
+            return
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(self.generation_config, key, None) is None:
+                setattr(self.generation_config, key, getattr(self.config.text_config, key, None))
 
     # ---- construction helpers ----------------------------------------------------------------
     def _init_weights(self, module: nn.Module) -> None:
@@ -178,9 +205,21 @@ class JarvisForCausalLM(PreTrainedModel):
         jepa_targets: torch.Tensor | None = None,
         return_logits: bool = False,
         label_positions: torch.Tensor | None = None,
+        jepa_keep: torch.Tensor | None = None,
+        drop_unattended: bool = True,
+        cache: Cache | None = None,
         **_: Any,
-    ) -> JarvisOutput:
-        """One NTP step, plus the JEPA objective when ``jepa_context``/``jepa_targets`` are given."""
+    ) -> JarvisOutput | CausalLMOutputWithPast:
+        """One NTP step, plus the JEPA objective when ``jepa_context``/``jepa_targets`` are given.
+
+        A JEPA step runs the LM only on the positions it needs (``attention.kept_positions``): ``jepa_keep``
+        gives them precomputed on the host; without it they are found here when the batch is on the CPU
+        (elsewhere that would cost a host sync, so the full sequence runs). ``drop_unattended=False`` or
+        ``return_logits`` keeps the full sequence; the numbers are the same either way.
+        With a ``cache`` (``generate``), one KV-cached decoding step instead: :meth:`forward_with_cache`.
+        """
+        if cache is not None:
+            return self.forward_with_cache(input_ids, attention_mask, cache, pixel_values, context_features)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         jepa = self._is_jepa_step(jepa_context, jepa_targets)
@@ -190,10 +229,26 @@ class JarvisForCausalLM(PreTrainedModel):
         if jepa:
             _check_masks(jepa_context, jepa_targets, n_img, self.vision_tower.num_patches)
             embeds = self.write_mask_token(embeds, span, img_rows, jepa_targets)
-        mask = self.build_attention_mask(
-            attention_mask, span, has_image, jepa_context, jepa_targets, embeds.dtype
-        )
-        hidden, readout = self.run_language_model(embeds, mask, attention_mask, capture=jepa)  # (B, T, D)
+        allowed = self.allowed_attention(attention_mask, span, has_image, jepa_context, jepa_targets)
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding safe
+        keep = None
+        if jepa and drop_unattended and not return_logits:
+            keep = jepa_keep
+            if keep is None and embeds.device.type == "cpu":
+                keep = kept_positions(attention_mask, span, jepa_context, jepa_targets, has_image, labels)
+        if keep is not None:  # (B, T') original positions; every kept token keeps its position id
+            keep = keep.to(embeds.device, non_blocking=True)
+            embeds, allowed = gather_positions(embeds, keep), gather_square(allowed, keep)
+            position_ids = position_ids.gather(1, keep)
+        mask = to_additive(allowed, embeds.dtype)
+        hidden, readout = self.run_language_model(
+            embeds, mask, attention_mask, capture=jepa, position_ids=position_ids
+        )  # (B, T or T', D)
+        if keep is not None:  # back on the full sequence, so the heads index it as before
+            length = input_ids.shape[1]
+            last = hidden
+            hidden = scatter_positions(last, keep, length)
+            readout = hidden if readout is last else scatter_positions(readout, keep, length)
         loss_ntp, logits = self.ntp(hidden, labels, return_logits, label_positions)
         if jepa:
             feats = self.target_patch_features(pixel_values_target, target_features, n_img)  # (B_img, N, Dt)
@@ -252,6 +307,20 @@ class JarvisForCausalLM(PreTrainedModel):
         z = self.mask_token.weight[0].to(embeds.dtype)  # (D,)
         return torch.where(is_target.unsqueeze(-1), z, embeds)
 
+    def allowed_attention(
+        self,
+        attention_mask: torch.Tensor,
+        span: torch.Tensor,
+        has_image: torch.Tensor,
+        context: torch.Tensor | None,
+        targets: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Bool (B, T, T): causal (+ bidirectional visual span) (+ JEPA rules), paper-spec §6."""
+        allowed = base_allowed(attention_mask, span, bidir_visual=self.config.bidir_visual_attn)
+        if context is not None:
+            allowed = jepa_allowed(allowed, span, context, targets, has_image)
+        return allowed
+
     def build_attention_mask(
         self,
         attention_mask: torch.Tensor,
@@ -261,11 +330,8 @@ class JarvisForCausalLM(PreTrainedModel):
         targets: torch.Tensor | None,
         dtype: torch.dtype,
     ) -> torch.Tensor:
-        """Float (B, 1, T, T): causal (+ bidirectional visual span) (+ JEPA rules), paper-spec §6."""
-        allowed = base_allowed(attention_mask, span, bidir_visual=self.config.bidir_visual_attn)
-        if context is not None:
-            allowed = jepa_allowed(allowed, span, context, targets, has_image)
-        return to_additive(allowed, dtype)
+        """Float (B, 1, T, T): ``allowed_attention`` as an additive mask."""
+        return to_additive(self.allowed_attention(attention_mask, span, has_image, context, targets), dtype)
 
     def _readout_layer(self) -> nn.Module | None:
         """Decoder layer whose output is hidden_states[ℓ]; None when ℓ is the last (normed) state."""
@@ -276,12 +342,18 @@ class JarvisForCausalLM(PreTrainedModel):
         return self.language_model.get_decoder().layers[layer - 1]
 
     def run_language_model(
-        self, embeds: torch.Tensor, mask: torch.Tensor, attention_mask: torch.Tensor, capture: bool
+        self,
+        embeds: torch.Tensor,
+        mask: torch.Tensor,
+        attention_mask: torch.Tensor,
+        capture: bool,
+        position_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Final hidden state (B, T, D) and, when ``capture``, hidden_states[ℓ] (B, T, D).
 
         hidden_states[ℓ] (1-indexed, as the reference's ``jepa_llm_layer_idx``) is the output of decoder
-        layer ℓ-1, read with a forward hook so no other layer's activations are kept.
+        layer ℓ-1, read with a forward hook so no other layer's activations are kept. ``position_ids``
+        default to the 2-D ``attention_mask``'s (a compacted JEPA sequence passes its own).
         """
         captured: dict[str, torch.Tensor] = {}
         layer = self._readout_layer() if capture else None
@@ -290,7 +362,8 @@ class JarvisForCausalLM(PreTrainedModel):
             handle = layer.register_forward_hook(
                 lambda _m, _i, out: captured.__setitem__("h", out[0] if isinstance(out, tuple) else out)
             )
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding safe
+        if position_ids is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding safe
         try:
             out = self.language_model.get_decoder()(
                 inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False
@@ -375,6 +448,59 @@ class JarvisForCausalLM(PreTrainedModel):
         return jepa_loss(pred, tgt.to(pred.dtype), self.config.jepa_loss)
 
     # ---- generation --------------------------------------------------------------------------
+    def prepare_inputs_for_generation(
+        self, input_ids: torch.LongTensor, is_first_iteration: bool | None = False, **kwargs: Any
+    ) -> dict[str, Any]:
+        """GenerationMixin hook: images (pixels or cached tower features) go in on the prefill step only.
+
+        ``pixel_values`` is already dropped after prefill by transformers; ``context_features`` is ours to drop.
+        Position ids are derived from ``attention_mask`` in :meth:`forward_with_cache` (left padding safe).
+        """
+        inputs = super().prepare_inputs_for_generation(input_ids, is_first_iteration=is_first_iteration, **kwargs)
+        if not is_first_iteration:
+            for key in ("pixel_values", "context_features"):
+                inputs.pop(key, None)
+        inputs.pop("position_ids", None)
+        return inputs
+
+    def forward_with_cache(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: Cache,
+        pixel_values: torch.Tensor | None = None,
+        context_features: torch.Tensor | None = None,
+    ) -> CausalLMOutputWithPast:
+        """One KV-cached step: logits (B, 1, V) of the last position, and the grown ``cache``.
+
+        ``attention_mask`` (B, T_past + q) covers the cached keys and the q new tokens (``generate`` drops it when
+        there is no padding: None means all ones). The prefill step (empty cache) splices the images and uses the
+        training mask (bidirectional visual span when configured), as :meth:`generate_greedy`; later steps embed
+        plain tokens and attend to every unpadded key before them.
+        """
+        past = cache.get_seq_length()
+        if attention_mask is None:
+            attention_mask = input_ids.new_ones(input_ids.shape[0], past + input_ids.shape[1])
+        length = attention_mask.shape[1]
+        if past == 0:
+            embeds, span, _ = self.embed(input_ids, pixel_values, context_features)  # (B, T, D)
+            allowed = base_allowed(attention_mask, span, bidir_visual=self.config.bidir_visual_attn)
+        else:
+            embeds = self.get_input_embeddings()(input_ids)  # (B, q, D)
+            keys = torch.arange(length, device=input_ids.device)
+            queries = past + torch.arange(input_ids.shape[1], device=input_ids.device)
+            allowed = (keys[None, :] <= queries[:, None]) & attention_mask.bool()[:, None, :]  # (B, q, T)
+        positions = (attention_mask.long().cumsum(-1)[:, past:] - 1).clamp(min=0)  # (B, q)
+        out = self.language_model.get_decoder()(
+            inputs_embeds=embeds,
+            attention_mask=to_additive(allowed, embeds.dtype),
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+        )
+        logits = self.logits_from_hidden(out.last_hidden_state[:, -1:])  # (B, 1, V)
+        return CausalLMOutputWithPast(logits=logits, cache=cache)
+
     @torch.no_grad()
     def generate_greedy(
         self,
@@ -458,3 +584,12 @@ def _check_masks(context: torch.Tensor, targets: torch.Tensor, n_img: int, num_p
     for name, idx in (("jepa_context", context), ("jepa_targets", targets)):
         if idx.numel():
             check(((idx >= 0) & (idx < num_patches)).all(), f"{name} indices must lie in [0, {num_patches})")
+
+
+def _register() -> None:
+    from jarvis.model import register_auto_classes
+
+    register_auto_classes()
+
+
+_register()  # AutoModelForCausalLM / AutoModelForImageTextToText / AutoProcessor know "jarvis" (public hooks)

@@ -62,6 +62,7 @@ def run(plan: StagePlan) -> dict[str, Any]:
     from jarvis import tracking
     from jarvis.data.dataset import drop_metrics, load_and_validate, write_feature_index, write_feature_shard
     from jarvis.io import atomic_dir
+    from jarvis.progress import progress
 
     spec: CacheSpec = plan.spec
     t0 = time.perf_counter()
@@ -78,7 +79,8 @@ def run(plan: StagePlan) -> dict[str, Any]:
         partial = out.with_name(out.name + ".partial")  # undeclared, survives reruns: per-shard resume
         partial.mkdir(parents=True, exist_ok=True)
         shards, reused = [], 0
-        for k, start in enumerate(range(0, len(with_image), SHARD_SIZE)):
+        starts = list(enumerate(range(0, len(with_image), SHARD_SIZE)))
+        for k, start in progress(starts, desc=plan.id, unit="shard"):
             chunk = with_image[start : start + SHARD_SIZE]
             name = f"shard-{k:05d}.safetensors"
             done = partial / f"{name}.done"

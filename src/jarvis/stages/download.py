@@ -28,10 +28,13 @@ def _snapshot(repo_id: str, revision: str, repo_type: str, out: Path, **kwargs: 
     """Resumable snapshot into ``<out>.partial`` (kept across failures), renamed to ``out`` once verified."""
     from huggingface_hub import snapshot_download
 
+    from jarvis.progress import Progress
+
     partial = out.with_name(out.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
     try:
-        snapshot_download(repo_id=repo_id, revision=revision, repo_type=repo_type, local_dir=partial, **kwargs)
+        snapshot_download(repo_id=repo_id, revision=revision, repo_type=repo_type, local_dir=partial,
+                          tqdm_class=Progress, **kwargs)  # the overall bar; readable in log files
     except Exception as err:  # the hub client's errors are many; name the artifact and keep the partial dir
         raise RuntimeError(f"download of {repo_type} {repo_id}@{revision} failed: {err}") from err
     return partial

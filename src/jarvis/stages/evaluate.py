@@ -43,7 +43,10 @@ def generate_answers(model: Any, tokenizer: Any, questions: list[Any], batch_siz
     transform = image_transform(model.vision_tower, "pad")
     collate = Collator(tokenizer.pad_token_id, padding_side="left")
     img_id = image_token_id(tokenizer)
+    from jarvis.progress import progress
+
     answers: list[str] = []
+    bar = progress(total=len(questions), desc="evaluate", unit="question")
     for i in range(0, len(questions), batch_size):
         chunk = questions[i : i + batch_size]
         samples = []
@@ -57,6 +60,8 @@ def generate_answers(model: Any, tokenizer: Any, questions: list[Any], batch_siz
             new = model.generate_greedy(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
                                         max_new_tokens=limit, eos_token_id=tokenizer.eos_token_id)
         answers += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+        bar.update(len(chunk))
+    bar.close()
     return answers
 
 

@@ -68,7 +68,9 @@ def run(plan: StagePlan) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from jarvis.data.collate import Collator
+    from jarvis.model.card import model_card
     from jarvis.model.freeze import set_trainable
+    from jarvis.model.processing import generation_config_for, processor_for
     from jarvis.training import run_training
 
     spec: TrainSpec = plan.spec
@@ -78,10 +80,17 @@ def run(plan: StagePlan) -> dict[str, Any]:
     set_trainable(model, spec.training.trainable)
     dataset = build_dataset(spec, model, tokenizer)
     collator = Collator(pad_token_id=tokenizer.pad_token_id)
+    # Saved beside the weights: AutoProcessor (evaluation's pad mode), generation_config.json, README.md card.
+    processor = processor_for(model, tokenizer, mode="pad")
+    # The longest reference decoding length; `jarvis evaluate` sets each benchmark's own (jarvis.eval.decoding).
+    from jarvis.eval.decoding import MAX_NEW_TOKENS
+
+    model.generation_config = generation_config_for(tokenizer, max(MAX_NEW_TOKENS.values()))
     with stage_run(plan, world_size=settings.world_size) as (mlrun, work):
         metrics = run_training(model, dataset, collator, settings, out_dir=spec.out_dir, work_dir=work,
-                               mlflow_run=mlrun, processing_class=tokenizer, metrics_path=spec.metrics,
-                               history_path=spec.history)
+                               mlflow_run=mlrun, processing_class=processor, metrics_path=spec.metrics,
+                               history_path=spec.history,
+                               model_card=lambda m: model_card(plan, m, n_samples=len(dataset)))
         # Drop and truncation counts of the data (annotation validation, encoding, max_length) join the metrics.
         data_metrics = {f"data/{k}": v for k, v in dataset.stats.items()}
         metrics.update(data_metrics)
