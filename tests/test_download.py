@@ -1,17 +1,20 @@
-"""Stage `download`, offline: tiny mode end to end, and hub mode against a fake ``snapshot_download``.
+"""Stage `download`, offline: tiny mode end to end, and hub mode through the hub library's own cache.
 
-Hub mode never touches the network: ``huggingface_hub.snapshot_download`` (imported inside
-``jarvis.stages.download._snapshot``) is replaced by :class:`FakeHub`, which copies a local "repo" directory into
-``local_dir`` the way the real client does (honouring ``allow_patterns``), and can fail part-way to exercise the
-resumable ``.partial`` directory.
+Hub mode never touches the network and mocks nothing: each test writes a Hugging Face cache in the standard layout
+(``models--org--name/{blobs,snapshots/<sha>,refs/main}``, checked against ``scan_cache_dir``) into tmp, sets
+``HF_HUB_OFFLINE=1`` and ``HF_HUB_CACHE``, and runs ``jarvis download``; ``snapshot_download`` reads that cache as
+it would one it filled itself.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import hashlib
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,14 +22,23 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from conftest import ROOT
+from jarvis import hub
 from jarvis.config import Params, load_raw, validate_params
 from jarvis.data.templates import IMAGE_TOKEN, get_template
 from jarvis.data.tokenizer import build_tokenizer
 from jarvis.model.recipe import tower_selection
 from jarvis.model.vision import VisionTower
 from jarvis.stages import download
+
+
+def _plan(params, component: str, name: str):
+    """The download stage's plan, resolved as the CLI resolves it."""
+    from jarvis.plan import Resolver
+
+    return Resolver(params, params.model_dump(mode="json")).download(component, name)
 
 VICUNA = "lmsys/vicuna-7b-v1.5"  # params.yaml llms.vicuna7b.hub.repo_id
 CLIP_L = "openai/clip-vit-large-patch14-336"  # params.yaml towers.clip_l336.hub.repo_id
@@ -62,66 +74,6 @@ def tiny_params(seed: int = 42, edit: Callable[[dict[str, Any]], None] | None = 
     return validate_params(raw)
 
 
-class FakeHub:
-    """Stands in for ``huggingface_hub.snapshot_download``: copies ``repos[repo_id]`` into ``local_dir``.
-
-    ``fail_after`` maps a repo id to a number of files: the first call for that repo copies that many files and then
-    raises, like a dropped connection. Every call records what was already in ``local_dir`` when it started.
-    """
-
-    def __init__(self, repos: dict[str, Path], fail_after: dict[str, int] | None = None) -> None:
-        self.repos = repos
-        self.fail_after = dict(fail_after or {})
-        self.calls: list[dict[str, Any]] = []
-
-    def __call__(
-        self,
-        *,
-        repo_id: str,
-        revision: str,
-        repo_type: str,
-        local_dir: Path | str,
-        allow_patterns: list[str] | None = None,
-        **kwargs: Any,
-    ) -> str:
-        local = Path(local_dir)
-        self.calls.append(
-            {
-                "repo_id": repo_id,
-                "revision": revision,
-                "repo_type": repo_type,
-                "already_there": sorted(p.name for p in local.iterdir()) if local.is_dir() else [],
-            }
-        )
-        if repo_id not in self.repos:
-            raise FileNotFoundError(f"404: {repo_type} repo {repo_id} not found")
-        files = sorted(f for f in self.repos[repo_id].rglob("*") if f.is_file())
-        if allow_patterns is not None:
-            files = [f for f in files if any(fnmatch.fnmatch(f.name, p) for p in allow_patterns)]
-        budget = self.fail_after.pop(repo_id, None)
-        for i, f in enumerate(files):
-            if budget is not None and i == budget:
-                raise ConnectionError("connection reset by peer")
-            dest = local / f.relative_to(self.repos[repo_id])
-            if dest.exists():  # resume: what is complete is not fetched again
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, dest)
-        return str(local)
-
-
-@pytest.fixture
-def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeHub]:
-    import huggingface_hub
-
-    def install(repos: dict[str, Path], fail_after: dict[str, int] | None = None) -> FakeHub:
-        hub = FakeHub(repos, fail_after)
-        monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
-        return hub
-
-    return install
-
-
 def plain_tokenizer() -> Any:
     """A Vicuna-like tokenizer: <unk> <s> </s> and words, no <image>, no pad token, no chat template."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -135,73 +87,12 @@ def plain_tokenizer() -> Any:
     )
 
 
-def tiny_llama_repo(directory: Path, tokenizer: Any) -> Path:
-    """A real (tiny) HF Llama checkpoint as a hub repo would hold it: config.json + model.safetensors + tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-    )
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-def clip_vision_repo(directory: Path) -> Path:
-    from transformers import CLIPVisionConfig, CLIPVisionModel
-
-    torch.manual_seed(0)
-    CLIPVisionModel(
-        CLIPVisionConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-        )
-    ).save_pretrained(directory)
-    return directory
-
-
 def zip_bytes(members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, data in members.items():
             zf.writestr(name, data)
     return buf.getvalue()
-
-
-def llava_data_repos(root: Path, archive: bytes) -> dict[str, Path]:
-    """Fake dataset repos for datasets.llava15: pretrain (annotations + images.zip), instruct, one per benchmark."""
-    pre = root / "pretrain"
-    pre.mkdir(parents=True)
-    (pre / "blip_laion_cc_sbu_558k.json").write_text(json.dumps([{"id": "0", "image": "00000/a.png"}]))
-    (pre / "images.zip").write_bytes(archive)
-    ins = root / "instruct"
-    ins.mkdir()
-    (ins / "llava_v1_5_mix665k.json").write_text("[]")
-    repos = {PRETRAIN: pre, INSTRUCT: ins}
-    for bench, ref in tiny_params().datasets["llava15"].benchmarks.items():
-        d = root / bench
-        d.mkdir()
-        (d / "README.md").write_text(bench)
-        repos[ref.repo_id] = d
-    return repos
-
-
-def _plan(params, component: str, name: str):
-    """The download stage's plan, resolved as the CLI resolves it."""
-    from jarvis.plan import Resolver
-
-    return Resolver(params, params.model_dump(mode="json")).download(component, name)
 
 
 def no_temp_leftovers(parent: Path) -> bool:
@@ -267,147 +158,316 @@ def test_unknown_component_is_named(project: Path) -> None:
     assert not (project / "models").exists()
 
 
-# ------------------------------------------------------------------ hub mode (fake snapshot_download)
+# ------------------------------------------------------------------ hub mode (the library's own offline cache)
+SHA_A, SHA_B = "a" * 40, "b" * 40
+
+
+@pytest.fixture
+def hf_cache(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty hub cache in tmp, offline: snapshot_download reads it like a cache filled by a real download."""
+    cache = project / "hf" / "hub"
+    monkeypatch.setenv("HF_HOME", str(project / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv(hub.UPDATE_ENV, raising=False)
+    return cache
+
+
+def files_of(directory: Path) -> dict[str, bytes]:
+    return {f.relative_to(directory).as_posix(): f.read_bytes() for f in directory.rglob("*") if f.is_file()}
+
+
+def llama_bin_checkpoint(directory: Path, tokenizer: Any) -> tuple[dict[str, bytes], Any]:
+    """A tiny Llama as vicuna-7b-v1.5 publishes it: config + tokenizer + two pickled shards + their index. The
+    embeddings are tied, so one shard holds two names for one storage (what safetensors refuses as is)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                         max_position_embeddings=64, tie_word_embeddings=True))
+    model.config.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    state = model.state_dict()
+    assert state["lm_head.weight"].data_ptr() == state["model.embed_tokens.weight"].data_ptr()
+    names = [k for k in state if k != "lm_head.weight"]
+    shards = {"pytorch_model-00001-of-00002.bin": names[: len(names) // 2] + ["lm_head.weight"],
+              "pytorch_model-00002-of-00002.bin": names[len(names) // 2:]}
+    for shard, keys in shards.items():
+        torch.save({k: state[k] for k in keys}, directory / shard)
+    weight_map = {k: shard for shard, keys in shards.items() for k in keys}
+    (directory / hub.BIN_INDEX).write_text(json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}))
+    (directory / "training_args.bin").write_bytes(b"never read")  # other pickles are never taken
+    return files_of(directory), model
+
+
+def clip_openai_checkpoint(directory: Path) -> tuple[dict[str, bytes], Any]:
+    """openai/clip-vit-*'s layout: one CLIPModel (text + vision towers) in a single pytorch_model.bin."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64,
+                bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    model = CLIPModel(CLIPConfig(vision_config=vision, text_config=text))
+    model.config.save_pretrained(directory)
+    torch.save(model.state_dict(), directory / "pytorch_model.bin")
+    (directory / "preprocessor_config.json").write_text("{}")
+    return files_of(directory), model
+
+
+def dinov2_checkpoint(directory: Path) -> dict[str, bytes]:
+    """facebook/dinov2-*'s layout: safetensors and a pickled twin; only the safetensors may be read."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    Dinov2Model(Dinov2Config(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
+                             num_hidden_layers=2, num_attention_heads=2)).save_pretrained(directory)
+    (directory / "pytorch_model.bin").write_bytes(b"not even a pickle: loading it would fail")
+    return files_of(directory)
+
+
+def llava_data_cache(archive: bytes, commit: str = SHA_A) -> None:
+    """Dataset repos of datasets.llava15 in the cache: LCS-558K (json + images.zip), the 665K json, benchmarks."""
+    hub.seed_cache(PRETRAIN, "dataset", commit, {
+        "blip_laion_cc_sbu_558k.json": json.dumps([{"id": "0", "image": "00000/a.png"}]).encode(),
+        "blip_laion_cc_sbu_558k_meta.json": b"{}", "images.zip": archive})
+    hub.seed_cache(INSTRUCT, "dataset", commit, {"llava_v1_5_mix665k.json": b"[]", "llava_instruct_150k.json": b"[]"})
+    for bench, ref in tiny_params().datasets["llava15"].benchmarks.items():
+        hub.seed_cache(ref.repo_id, "dataset", commit, {"README.md": bench.encode(), "data/test.parquet": b"pq"})
+
+
+def without_url_archives(raw: dict[str, Any]) -> None:
+    raw["datasets"]["llava15"]["instruct"]["url_archives"] = {}
+
+
+def cli(*args: str) -> int:
+    from jarvis import cli as jarvis_cli
+
+    return jarvis_cli.main(["download", *args])
+
+
+def test_seeded_cache_is_the_library_layout(hf_cache: Path, tmp_path: Path) -> None:
+    from huggingface_hub import scan_cache_dir
+
+    hub.seed_cache(VICUNA, "model", SHA_A, {"config.json": b"{}", "sub/x.txt": b"x"})
+    repos = {(r.repo_id, r.repo_type): r for r in scan_cache_dir(hf_cache).repos}
+    revs = repos[(VICUNA, "model")].revisions
+    assert [(r.commit_hash, sorted(r.refs)) for r in revs] == [(SHA_A, ["main"])]
+    assert hub.resolve(VICUNA, "main", "model") == SHA_A and hub.resolve(VICUNA, SHA_B, "model") == SHA_B
+    with pytest.raises(FileNotFoundError, match=r"offline .* has no models--lmsys--vicuna-7b-v1\.5/refs/v2"):
+        hub.resolve(VICUNA, "v2", "model")
+
+
 @pytest.mark.parametrize("kind", ["plain", "ours"])
-def test_hub_llm_lands_atomically_with_chat_template(
-    project: Path, fake_hub, tmp_path_factory, kind: str
-) -> None:
+def test_hub_llm_from_bin_shards_converts_once_and_locks_the_commit(
+        hf_cache: Path, project: Path, tmp_path_factory: pytest.TempPathFactory, kind: str) -> None:
+    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src = tmp_path_factory.mktemp("hub") / "vicuna"
-    tokenizer = (
-        plain_tokenizer() if kind == "plain" else build_tokenizer(["a red square", "the cat"], 300, "plain")
-    )
-    tiny_llama_repo(src, tokenizer)
-    (src / "pytorch_model.bin").write_bytes(
-        b"pickle"
-    )  # a hub repo often holds both; only safetensors is taken
-    hub = fake_hub({VICUNA: src})
+    tokenizer = plain_tokenizer() if kind == "plain" else build_tokenizer(["a red square", "the cat"], 300, "plain")
+    files, original = llama_bin_checkpoint(tmp_path_factory.mktemp("vicuna"), tokenizer)
+    hub.seed_cache(VICUNA, "model", SHA_A, files)
 
-    metrics = download.run(_plan(tiny_params(), "llm", "vicuna7b"))
-    assert metrics["added_tokens"] == (
-        1 if kind == "plain" else 0
-    )  # <image> is new to a Vicuna-like tokenizer
-    assert [(c["repo_id"], c["revision"], c["repo_type"]) for c in hub.calls] == [(VICUNA, "main", "model")]
-
+    assert cli("--llm", "vicuna7b") == 0
     out = project / "models" / "llm" / "vicuna7b"
     assert no_temp_leftovers(out.parent)
-    assert not (out / "pytorch_model.bin").exists()
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["model-00001-of-00002.safetensors",
+                                                                 "model-00002-of-00002.safetensors"]
+    assert not list(out.glob("*.bin")) and not (out / hub.BIN_INDEX).exists()
+    index = json.loads((out / hub.ST_INDEX).read_text())["weight_map"]
+    assert index["lm_head.weight"] == "model-00001-of-00002.safetensors"
+    assert set(index) == set(original.state_dict())
+    shard1 = load_file(out / "model-00001-of-00002.safetensors")
+    assert torch.equal(shard1["lm_head.weight"], original.lm_head.weight)
+
+    m = download.manifest(out)
+    assert (m["repo_id"], m["revision"], m["commit"]) == (VICUNA, "main", SHA_A)
+    conv = m["converted"]
+    assert conv["from"] == ["pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"]
+    assert conv["shared_cloned"] == ["lm_head.weight"] and conv["loader"] == "torch.load(weights_only=True)"
+    assert hub.read_lock() == {"model": {VICUNA: {"main": SHA_A}}}
+
+    model = AutoModelForCausalLM.from_pretrained(out)  # the converted checkpoint computes what the original did
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, original.eval()(ids).logits)
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.chat_template == get_template("vicuna_v1")
     assert len(tok.encode(IMAGE_TOKEN, add_special_tokens=False)) == 1
     if kind == "plain":
         assert tok.pad_token == tok.unk_token == "<unk>"  # the LLaVA-1.5 convention for Vicuna
-    model = AutoModelForCausalLM.from_pretrained(out)
-    # Not resized: the <image> placeholder id never reaches the embedding (JarvisForCausalLM.embed masks it).
-    assert model.config.vocab_size == len(tokenizer)
-    manifest = download.manifest(out)
-    assert manifest["repo_id"] == VICUNA and manifest["revision"] == "main"
+    assert model.config.vocab_size == len(tokenizer)  # not resized (JarvisForCausalLM.embed masks <image>)
 
 
-def test_hub_model_without_safetensors_fails_naming_the_repo(
-    project: Path, fake_hub, tmp_path_factory
-) -> None:
-    src = tmp_path_factory.mktemp("hub") / "vicuna"
-    tiny_llama_repo(src, plain_tokenizer())
-    (src / "model.safetensors").rename(src / "pytorch_model.bin")
-    fake_hub({VICUNA: src})
-    with pytest.raises(FileNotFoundError, match=rf"{VICUNA}@main: no safetensors"):
+def test_moved_revision_is_an_error_unless_the_update_is_asked(hf_cache: Path, project: Path,
+                                                               tmp_path_factory: pytest.TempPathFactory) -> None:
+    files, _ = llama_bin_checkpoint(tmp_path_factory.mktemp("vicuna"), plain_tokenizer())
+    hub.seed_cache(VICUNA, "model", SHA_A, files)
+    raw = load_raw(project / "params.yaml")  # the stand-in has 1 layer: checked at load once it is on disk
+    raw["llms"]["vicuna7b"]["jepa_layer"] = 1
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert cli("--llm", "vicuna7b") == 0
+    out = project / "models" / "llm" / "vicuna7b"
+
+    hub.seed_cache(VICUNA, "model", SHA_B, files)  # upstream `main` moved on
+    with pytest.raises(hub.LockConflict, match=rf"{VICUNA}@main is now {SHA_B}, but .*hub\.lock\.yaml pins "
+                                               rf"{SHA_A}.*revision: {SHA_A}.*--update-lock"):
+        download.run(_plan(tiny_params(), "llm", "vicuna7b"))
+    assert download.manifest(out)["commit"] == SHA_A and hub.locked("model", VICUNA, "main") == SHA_A
+
+    raw = load_raw(project / "params.yaml")  # pinning the locked commit keeps working, whatever main is
+    raw["llms"]["vicuna7b"]["hub"]["revision"] = SHA_A
+    (project / "pinned.yaml").write_text(yaml.safe_dump(raw))
+    from jarvis import cli as jarvis_cli
+
+    assert jarvis_cli.main(["--params", "pinned.yaml", "download", "--llm", "vicuna7b"]) == 0
+    assert download.manifest(out)["commit"] == SHA_A
+
+    assert cli("--llm", "vicuna7b", "--update-lock") == 0
+    assert download.manifest(out)["commit"] == SHA_B
+    assert hub.read_lock()["model"][VICUNA] == {"main": SHA_B, SHA_A: SHA_A}
+    assert "Commit it with the results" in (project / "hub.lock.yaml").read_text()
+
+
+def test_update_env_accepts_a_moved_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(hub.UPDATE_ENV, raising=False)
+    hub.lock("model", VICUNA, "main", SHA_A)
+    hub.check_lock("model", VICUNA, "main", SHA_A)  # the same commit: fine
+    hub.check_lock("model", VICUNA, "v1", SHA_B)  # another name: fine
+    with pytest.raises(hub.LockConflict):
+        hub.check_lock("model", VICUNA, "main", SHA_B)
+    monkeypatch.setenv(hub.UPDATE_ENV, "1")  # what `dvc repro` / snakemake runs can set
+    hub.check_lock("model", VICUNA, "main", SHA_B)
+
+
+class _RunsCode:
+    """Unpickling this calls Path.touch(marker): what torch.load(weights_only=False) would execute."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("payload", ["code", "not_a_state_dict"])
+def test_unsafe_or_odd_pickle_is_refused_naming_the_file(hf_cache: Path, project: Path, tmp_path: Path,
+                                                         payload: str) -> None:
+    marker = tmp_path / "pwned"
+    src = tmp_path / "src"
+    src.mkdir()
+    files, _ = llama_bin_checkpoint(src, plain_tokenizer())
+    files = {k: v for k, v in files.items() if not k.startswith("pytorch_model")}
+    obj = {"w": _RunsCode(marker)} if payload == "code" else [torch.zeros(2)]
+    torch.save(obj, src / "evil.bin")
+    files["pytorch_model.bin"] = (src / "evil.bin").read_bytes()
+    hub.seed_cache(VICUNA, "model", SHA_A, files)
+    why = "cannot be loaded with torch.load\\(weights_only=True\\)" if payload == "code" else "is not a flat state dict"
+    with pytest.raises(ValueError, match=rf"pytorch_model\.bin: refused, it {why}"):
+        download.run(_plan(tiny_params(), "llm", "vicuna7b"))
+    assert not marker.exists()
+    assert not (project / "models" / "llm" / "vicuna7b").exists() and hub.read_lock() == {}
+
+
+def test_hub_model_without_weights_fails_naming_the_repo(hf_cache: Path, project: Path) -> None:
+    hub.seed_cache(VICUNA, "model", SHA_A, {"config.json": b"{}", "optimizer.pt": b"x"})
+    with pytest.raises(FileNotFoundError, match=rf"{VICUNA}@main: no weights \(neither model\*\.safetensors nor"):
         download.run(_plan(tiny_params(), "llm", "vicuna7b"))
     assert not (project / "models" / "llm" / "vicuna7b").exists()
 
 
-def test_failed_download_keeps_partial_and_resumes(project: Path, fake_hub, tmp_path_factory) -> None:
-    src = tiny_llama_repo(tmp_path_factory.mktemp("hub") / "vicuna", plain_tokenizer())
-    hub = fake_hub({VICUNA: src}, fail_after={VICUNA: 1})  # config.json arrives, then the connection drops
-    params = tiny_params()
-    with pytest.raises(RuntimeError, match=rf"download of model {VICUNA}@main failed: connection reset"):
-        download.run(_plan(params, "llm", "vicuna7b"))
-    partial = project / "models" / "llm" / "vicuna7b.partial"
-    assert (partial / "config.json").is_file()
-    assert not (project / "models" / "llm" / "vicuna7b").exists()
-
-    download.run(_plan(params, "llm", "vicuna7b"))
-    assert hub.calls[1]["already_there"] == [
-        "config.json"
-    ]  # the second call resumed into the same partial dir
-    assert not partial.exists()
-    assert (project / "models" / "llm" / "vicuna7b" / "model.safetensors").is_file()
-
-
-def test_hub_clip_vision_tower(project: Path, fake_hub, tmp_path_factory) -> None:
-    fake_hub({CLIP_L: clip_vision_repo(tmp_path_factory.mktemp("hub") / "clip")})
-    metrics = download.run(_plan(tiny_params(), "tower", "clip_l336"))
-    assert metrics["grid"] == 4 and metrics["hidden_size"] == 32
+def test_hub_clip_openai_layout_loads_the_vision_half(hf_cache: Path, project: Path,
+                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    files, original = clip_openai_checkpoint(tmp_path_factory.mktemp("clip"))
+    hub.seed_cache(CLIP_L, "model", SHA_A, files)
+    assert cli("--tower", "clip_l336") == 0
     out = project / "models" / "tower" / "clip_l336"
-    assert download.manifest(out)["grid"] == [4, 4]
+    m = download.manifest(out)
+    assert m["grid"] == [4, 4] and m["commit"] == SHA_A and m["converted"]["to"] == ["model.safetensors"]
     tower = VisionTower.from_pretrained(out, feature_layer=-2, drop_prefix_tokens=1)
+    mine = {k.removeprefix("vision_model."): v for k, v in tower.model.state_dict().items()}
+    theirs = {k.removeprefix("vision_model."): v for k, v in original.state_dict().items() if "vision_model." in k}
+    assert len(mine) > 10 and mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     assert tower(torch.zeros(1, 3, 32, 32)).shape == (1, 16, 32)
 
 
-def test_hub_full_clip_checkpoint_as_tower(project: Path, fake_hub, tmp_path_factory) -> None:
-    from transformers import CLIPConfig, CLIPModel
-
-    src = tmp_path_factory.mktemp("hub") / "clip"
-    vision = dict(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-    )
-    text = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        vocab_size=64,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
-    CLIPModel(CLIPConfig(vision_config=vision, text_config=text)).save_pretrained(src)
-    fake_hub({CLIP_L: src})
-    assert download.run(_plan(tiny_params(), "tower", "clip_l336"))["grid"] == 4
+def test_hub_dinov2_safetensors_never_reads_the_pickle(hf_cache: Path, project: Path,
+                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    files = dinov2_checkpoint(tmp_path_factory.mktemp("dino"))
+    hub.seed_cache("facebook/dinov2-large", "model", SHA_A, files)
+    # A separate `jarvis download` process, so HF_HUB_OFFLINE=1 is in place before huggingface_hub is imported.
+    proc = subprocess.run([sys.executable, "-m", "jarvis", "download", "--tower", "dinov2_l"], cwd=project,
+                          env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["converted"] == 0
+    out = project / "models" / "tower" / "dinov2_l"
+    m = download.manifest(out)
+    assert m["converted"] is None and m["grid"] == [42, 42]  # image_size: 336 over patch 8
+    assert not list(out.glob("*.bin"))
+    assert (out / "model.safetensors").read_bytes() == files["model.safetensors"]
+    assert hub.read_lock() == {"model": {"facebook/dinov2-large": {"main": SHA_A}}}
 
 
-def test_hub_dataset_extracts_archives_and_skips_when_complete(
-    project: Path, fake_hub, tmp_path_factory
-) -> None:
-    archive = zip_bytes({"00000/a.png": b"png-a", "00000/b.png": b"png-b"})
-    hub = fake_hub(llava_data_repos(tmp_path_factory.mktemp("hub"), archive))
-    params = tiny_params()
-    metrics = download.run(_plan(params, "data", "llava15"))
-    assert metrics["pretrain_extracted"] == 2 and metrics["instruct_extracted"] == 0
+def test_hub_dataset_with_url_archives_lands_in_the_665k_layout(hf_cache: Path, project: Path) -> None:
+    """LCS-558K from the hub cache, the 665K mix's six image sources over HTTP (127.0.0.1), one atomic build."""
+    from archive_server import serve
 
+    llava_data_cache(zip_bytes({"00000/a.png": b"png-a", "00000/b.png": b"png-b"}))
+    raw = load_raw(project / "params.yaml")
+    sources = raw["datasets"]["llava15"]["instruct"]["url_archives"]
+    with serve() as server:
+        for name, src in sources.items():  # each source's zip as published: its images under `root/`
+            top = src["root"] if src["root"] != "*" else "whatever_the_mirror_calls_it"
+            path = f"/{name}/{Path(src['url']).name}"
+            server.files[path] = zip_bytes({f"{top}/{name}_0.jpg": name.encode(), f"{top}/{name}_1.jpg": b"1"})
+            src["url"] = server.url(path)
+        sources["coco"]["checksum"] = "md5:" + hashlib.md5(server.files["/coco/train2017.zip"]).hexdigest()
+        server.cut_after["/gqa/images.zip"] = 100  # a dropped connection on the way: resumed
+        (project / "params.yaml").write_text(yaml.safe_dump(raw))
+        assert cli("--data", "llava15") == 2  # checksums null in params.yaml and none pinned: refused
+        assert not server.requests and not (project / "data" / "llava15" / "instruct").exists()
+        assert cli("--data", "llava15", "--pin-checksums") == 0
     out = project / "data" / "llava15"
+    ins = out / "instruct"
+    for name, src in sources.items():
+        assert (ins / src["dest"] / f"{name}_0.jpg").read_bytes() == name.encode()
+    assert {p.relative_to(ins).as_posix() for p in ins.glob("*/*") if p.is_dir()} == {
+        "coco/train2017", "gqa/images", "ocr_vqa/images", "textvqa/train_images", "vg/VG_100K", "vg/VG_100K_2"}
+    fetched = download.manifest(ins)["url_archives"]
+    assert fetched["coco"]["checksum_from"] == "params.yaml" and fetched["gqa"]["requests"] == 2
+    assert hub.read_lock()["archive"].keys() == {sources[n]["url"] for n in sources if n != "coco"}
+
     assert (out / "pretrain" / "00000" / "a.png").read_bytes() == b"png-a"
-    assert (out / "pretrain" / "blip_laion_cc_sbu_558k.json").is_file()
-    assert (out / "instruct" / "llava_v1_5_mix665k.json").is_file()
+    assert sorted(p.name for p in (out / "pretrain").iterdir() if p.is_file()) == [
+        "blip_laion_cc_sbu_558k.json", "download.json"]  # only what params.yaml names; the zip stays in the cache
+    assert (ins / "llava_v1_5_mix665k.json").is_file() and not (ins / "llava_instruct_150k.json").exists()
     assert download.manifest(out / "pretrain")["extracted"] == 2
-    benches = set(params.datasets["llava15"].benchmarks)
-    assert {b for b in benches if (out / b / "README.md").read_text() == b} == benches
-    assert all(c["repo_type"] == "dataset" for c in hub.calls)
+    assert download.manifest(out / "pretrain")["commit"] == SHA_A
+    benches = tiny_params().datasets["llava15"].benchmarks
+    assert {b for b in benches if (out / b / "README.md").read_text() == b} == set(benches)
+    assert (out / "gqa" / "data" / "test.parquet").read_bytes() == b"pq"
+    lock = hub.read_lock()["dataset"]
+    assert set(lock) == {PRETRAIN, INSTRUCT, *(r.repo_id for r in benches.values())}
+    assert all(v == {"main": SHA_A} for v in lock.values())
     assert no_temp_leftovers(out)
 
-    n_calls = len(hub.calls)
-    download.run(_plan(params, "data", "llava15"))  # every part has its manifest: nothing is fetched again
-    assert len(hub.calls) == n_calls
+    shutil.rmtree(hf_cache)  # every part has its manifest: nothing is looked up or fetched again
+    assert set(download.run(_plan(validate_params(raw), "data", "llava15"))) == {"wall_s"}
 
 
-def test_zip_slip_member_is_refused(project: Path, fake_hub, tmp_path_factory) -> None:
-    archive = zip_bytes({"00000/a.png": b"png-a", "../evil": b"pwned"})
-    fake_hub(llava_data_repos(tmp_path_factory.mktemp("hub"), archive))
+def test_zip_slip_member_is_refused(hf_cache: Path, project: Path) -> None:
+    llava_data_cache(zip_bytes({"00000/a.png": b"png-a", "../evil": b"pwned"}))
     with pytest.raises(ValueError, match=r"member '\.\./evil' escapes the extraction root"):
-        download.run(_plan(tiny_params(), "data", "llava15"))
+        download.run(_plan(tiny_params(edit=without_url_archives), "data", "llava15"))
     assert not list(project.rglob("evil"))
     assert not (project / "data" / "llava15" / "pretrain").exists()  # never renamed into place
 
 
-def test_missing_archive_is_named(project: Path, fake_hub, tmp_path_factory) -> None:
-    repos = llava_data_repos(tmp_path_factory.mktemp("hub"), zip_bytes({"a.png": b"x"}))
-    (repos[PRETRAIN] / "images.zip").unlink()
-    fake_hub(repos)
+def test_missing_archive_is_named(hf_cache: Path, project: Path) -> None:
+    llava_data_cache(zip_bytes({"a.png": b"x"}))
+    (hub.repo_folder(PRETRAIN, "dataset") / "snapshots" / SHA_A / "images.zip").unlink()
     with pytest.raises(FileNotFoundError, match=r"images\.zip listed in params\.yaml is missing"):
-        download.run(_plan(tiny_params(), "data", "llava15"))
+        download.run(_plan(tiny_params(edit=without_url_archives), "data", "llava15"))

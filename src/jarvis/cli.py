@@ -52,7 +52,8 @@ def cmd_download(args: argparse.Namespace) -> int:
     kind, name = next((k, getattr(args, k)) for k in ("data", "llm", "tower") if getattr(args, k))
     r = _resolver(args)
     _known(r.params, {"data": "datasets", "llm": "llms", "tower": "towers"}[kind], name)
-    return _print_metrics(download.run(r.resolve("download", component=kind, name=name)))
+    return _print_metrics(download.run(r.resolve("download", component=kind, name=name),
+                                       update_lock=args.update_lock, pin_checksums=args.pin_checksums))
 
 
 def cmd_cache_features(args: argparse.Namespace) -> int:
@@ -214,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", metavar="NAME", help="a data set under `datasets:` in the params file")
     g.add_argument("--llm", metavar="NAME", help="a language model under `llms:`")
     g.add_argument("--tower", metavar="NAME", help="a vision tower under `towers:`")
+    d.add_argument("--update-lock", action="store_true",
+                   help="accept a floating revision that now names another commit than hub.lock.yaml (rewrites it)")
+    d.add_argument("--pin-checksums", action="store_true",
+                   help="URL archives whose checksum is null: trust this first download, record its sha256")
     d.set_defaults(func=cmd_download)
 
     c = sub.add_parser("cache-features", help="precompute frozen vision-tower features of the stage-1 images",

@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from jarvis import yamlsafe
 
@@ -281,11 +290,35 @@ class SyntheticData(_Strict):
     max_truncated_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
 
 
+_RELPATH = r"^[A-Za-z0-9_.\-/]*$"  # these names reach paths: plain characters, and relative without `..` below
+Checksum = Annotated[str, StringConstraints(pattern=r"^(sha256:[0-9a-f]{64}|md5:[0-9a-f]{32})$")]
+
+
+class UrlArchive(_Strict):
+    """An image archive fetched over HTTP(S) (the stage-2 sources are not on one hub repo; jarvis.fetch)."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    # Required key. The published checksum ("sha256:<hex>" or "md5:<hex>"), or null where none is published:
+    # then `jarvis download --pin-checksums` trusts the first download and records its sha256 in hub.lock.yaml.
+    checksum: Checksum | None
+    # Folder inside the archive that holds the images ("" = the archive root, "*" = its single top-level folder).
+    root: str = Field(default="", pattern=r"^(\*|[A-Za-z0-9_.\-/]*)$")
+    dest: str = Field(min_length=1, pattern=_RELPATH)  # where the annotations expect them, e.g. coco/train2017
+
+    @field_validator("root", "dest")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/"):
+            raise ValueError(f"{value!r} must be a relative path without '..'")
+        return value.strip("/")
+
+
 class HubCorpus(_Strict):
     repo_id: RepoId
     revision: Revision = "main"
     annotations: SafeRelPath
     archives: list[SafeRelPath] = []
+    url_archives: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")], UrlArchive] = {}
 
 
 class HubData(_Strict):

@@ -63,6 +63,16 @@ def root() -> Path:
     return Path(os.environ.get("JARVIS_ROOT", ".")).resolve()
 
 
+def hub_lock() -> Path:
+    """Commits (and archive checksums) that floating names resolved to; git-tracked, written by `download`."""
+    return Path("hub.lock.yaml")
+
+
+def downloads_dir() -> Path:
+    """Resumable partial URL archives (kept across failures, outside every declared output)."""
+    return Path(os.environ.get("JARVIS_SCRATCH", "_work")) / "downloads"
+
+
 def dataset_dir(name: str) -> Path:
     return _under(Path("data"), (name, "dataset"))
 

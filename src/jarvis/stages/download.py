@@ -1,21 +1,25 @@
 """Stage `download`: put one building block (data set, LLM, vision tower) on local disk.
 
-Real mode (``init: hub`` / ``kind: hub``): ``huggingface_hub.snapshot_download`` at the pinned revision into a
-resumable partial directory, verification, then one atomic rename, so training nodes never need the network.
+Real mode (``init: hub`` / ``kind: hub``): the revision resolved to a commit and checked against hub.lock.yaml,
+the snapshot fetched at that commit through the hub cache (resumable; jarvis.hub), pickled ``.bin`` weights
+converted to safetensors, stage-2 image archives fetched over HTTP (jarvis.fetch), verification, then one atomic
+rename, so training nodes never need the network.
 Tiny mode (``init: scratch`` / ``kind: synthetic``), through the same interface: generate the synthetic world, train
 the tokenizer with its chat template, build the tiny LM / tower from its config and save it in HF/timm format.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from jarvis.config import HubRef, LLMSpec, SyntheticData, TowerSpec
-from jarvis.io import atomic_dir, read_json, replace_dir, write_json_atomic
+from jarvis import hub, paths
+from jarvis.config import HubCorpus, HubRef, LLMSpec, SyntheticData, TowerSpec
+from jarvis.io import atomic_dir, read_json, write_json_atomic
 from jarvis.model.recipe import tower_selection, tower_spec
 from jarvis.plan import DownloadSpec, StagePlan
 
@@ -24,30 +28,9 @@ MANIFEST = "download.json"
 
 
 # ------------------------------------------------------------------ hub
-def _snapshot(repo_id: str, revision: str, repo_type: str, out: Path, **kwargs: Any) -> Path:
-    """Resumable snapshot into ``<out>.partial`` (kept across failures), renamed to ``out`` once verified."""
-    from huggingface_hub import snapshot_download
-
-    from jarvis.progress import Progress
-
-    partial = out.with_name(out.name + ".partial")
-    partial.mkdir(parents=True, exist_ok=True)
-    try:
-        snapshot_download(repo_id=repo_id, revision=revision, repo_type=repo_type, local_dir=partial,
-                          tqdm_class=Progress, **kwargs)  # the overall bar; readable in log files
-    except Exception as err:  # the hub client's errors are many; name the artifact and keep the partial dir
-        raise RuntimeError(f"download of {repo_type} {repo_id}@{revision} failed: {err}") from err
-    return partial
-
-
-def _finish(partial: Path, out: Path) -> None:
-    """The verified partial directory becomes ``out`` in one rename (jarvis.io, like every artifact)."""
-    replace_dir(partial, out)
-
-
 def _extract(archive: Path, dest: Path) -> int:
     if not archive.is_file():
-        raise FileNotFoundError(f"archive {archive} listed in params.yaml is missing from the snapshot")
+        raise FileNotFoundError(f"archive {archive.name} listed in params.yaml is missing from the snapshot")
     with zipfile.ZipFile(archive) as zf:
         bad = zf.testzip()
         if bad is not None:
@@ -59,20 +42,79 @@ def _extract(archive: Path, dest: Path) -> int:
         return len(zf.namelist())
 
 
-def _hub_model(hub: HubRef, out: Path, what: str) -> tuple[dict[str, Any], Path]:
-    partial = _snapshot(hub.repo_id, hub.revision, "model", out,
-                        allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"])
-    if not (partial / "config.json").is_file():
-        raise FileNotFoundError(f"{what} {hub.repo_id}@{hub.revision}: no config.json in the snapshot")
-    if not any(partial.glob("*.safetensors")):
-        raise FileNotFoundError(f"{what} {hub.repo_id}@{hub.revision}: no safetensors weights (pickles are refused)")
-    return {"repo_id": hub.repo_id, "revision": hub.revision, "files": len(list(partial.rglob("*")))}, partial
+def _hub_model(ref: HubRef, tmp: Path, what: str, update_lock: bool) -> tuple[dict[str, Any], hub.Snapshot]:
+    """Config/tokenizer files and safetensors weights of ``ref`` into ``tmp``; pickled ``.bin`` weights only when
+    the commit has no safetensors, converted (jarvis.hub.convert_bin). Other pickles (``*.pt``, ``*.ckpt``,
+    training_args.bin, ...) are never taken."""
+    snap = hub.snapshot(ref.repo_id, ref.revision, "model", update_lock=update_lock,
+                        allow_patterns=[*hub.MODEL_FILES, hub.ST_WEIGHTS])
+    top = {f.name for f in snap.path.iterdir() if f.is_file()}
+    if not (snap.path / "config.json").is_file():
+        raise FileNotFoundError(f"{what} {ref.repo_id}@{ref.revision}: no config.json in the snapshot")
+    converted = None
+    if not any(fnmatch.fnmatch(n, hub.ST_WEIGHTS) for n in top):
+        snap = hub.fetch(snap, [*hub.MODEL_FILES, "pytorch_model*.bin"])
+        if not hub.bin_shards(snap.path):
+            raise FileNotFoundError(f"{what} {ref.repo_id}@{ref.revision}: no weights (neither model*.safetensors nor "
+                                    f"pytorch_model*.bin)")
+        converted = hub.convert_bin(snap.path, tmp)
+    taken = [n for n in hub.snapshot_files(snap.path, [*hub.MODEL_FILES, hub.ST_WEIGHTS])
+             if "/" not in n and n != hub.BIN_INDEX and not (converted and n == hub.ST_INDEX)]
+    for name in taken:
+        hub.place(snap.path / name, tmp / name)
+    info = {**snap.record(), "files": sorted(taken + (converted["to"] if converted else [])),
+            "converted": converted}
+    return info, snap
+
+
+def _hub_dataset(ref: HubRef | HubCorpus, dest: Path, update_lock: bool, extra: Any = None) -> dict[str, Any]:
+    """One dataset repo into ``dest`` atomically: a corpus takes its annotations and extracts its archives (and
+    fetches its URL archives); a benchmark repo is copied whole."""
+    if (dest / MANIFEST).is_file():
+        done = manifest(dest)
+        if done.get("repo_id") == ref.repo_id and done.get("revision") == ref.revision:
+            log.info("%s already complete; skipping", dest)
+            return {}
+    corpus = isinstance(ref, HubCorpus)
+    patterns = [ref.annotations, *ref.archives] if corpus else None
+    snap = hub.snapshot(ref.repo_id, ref.revision, "dataset", allow_patterns=patterns, update_lock=update_lock)
+    info: dict[str, Any] = snap.record()
+    with atomic_dir(dest) as tmp:
+        if corpus:
+            if not (snap.path / ref.annotations).is_file():
+                raise FileNotFoundError(f"{ref.repo_id}@{ref.revision}: annotations {ref.annotations} missing")
+            hub.place(snap.path / ref.annotations, tmp / ref.annotations)
+            info["extracted"] = sum(_extract(snap.path / a, tmp) for a in ref.archives)
+            if extra is not None:
+                info["url_archives"] = extra(tmp)
+        else:
+            files = hub.snapshot_files(snap.path)
+            for rel in files:
+                hub.place(snap.path / rel, tmp / rel)
+            info["files"] = len(files)
+        write_json_atomic(tmp / MANIFEST, info)
+    hub.lock_snapshot(snap)
+    return info
+
+
+def _url_archives(corpus: HubCorpus, pin: bool) -> Any:
+    """The corpus's URL archives (jarvis.fetch) as a step run inside its atomic build dir, or None."""
+    if not corpus.url_archives:
+        return None
+    from jarvis import fetch
+
+    def step(tmp: Path) -> dict[str, Any]:
+        fetch.require_checksums({n: (a.url, a.checksum) for n, a in corpus.url_archives.items()}, pin)
+        return {name: fetch.fetch_archive(name, a.url, a.checksum, a.root, tmp / a.dest, pin=pin,
+                                          downloads=paths.downloads_dir())
+                for name, a in corpus.url_archives.items()}
+
+    return step
 
 
 # ------------------------------------------------------------------ components
-def download_data(d: DownloadSpec) -> dict[str, Any]:
-    spec = d.entry
-    out = d.out
+def download_data(d: DownloadSpec, update_lock: bool = False, pin_checksums: bool = False) -> dict[str, Any]:
+    spec, out = d.entry, d.out
     if isinstance(spec, SyntheticData):
         from jarvis.data.synthetic import generate_world
         from jarvis.eval.synthetic_bench import generate_general_benchmarks
@@ -85,48 +127,42 @@ def download_data(d: DownloadSpec) -> dict[str, Any]:
                                                       image_size=spec.image_size, seed=spec.seed))
             write_json_atomic(tmp / MANIFEST, {"kind": "synthetic", "counts": counts})
         return {f"n_{k}": v for k, v in counts.items()}
+    from jarvis import fetch
+
+    for part in ("pretrain", "instruct"):  # refuse an unverifiable archive before fetching anything
+        fetch.require_checksums({n: (a.url, a.checksum) for n, a in getattr(spec, part).url_archives.items()},
+                                pin_checksums)
     metrics: dict[str, Any] = {}
     for part in ("pretrain", "instruct"):
         corpus = getattr(spec, part)
-        dest = out / part
-        if (dest / MANIFEST).is_file():
-            log.info("%s already complete; skipping", dest)
-            continue
-        partial = _snapshot(corpus.repo_id, corpus.revision, "dataset", dest)
-        if not (partial / corpus.annotations).is_file():
-            raise FileNotFoundError(f"{corpus.repo_id}@{corpus.revision}: annotations {corpus.annotations} missing")
-        n = sum(_extract(partial / a, partial) for a in corpus.archives)
-        write_json_atomic(partial / MANIFEST, {"repo_id": corpus.repo_id, "revision": corpus.revision,
-                                               "extracted": n})
-        _finish(partial, dest)
-        metrics[f"{part}_extracted"] = n
+        info = _hub_dataset(corpus, out / part, update_lock, _url_archives(corpus, pin_checksums))
+        if info:
+            metrics[f"{part}_extracted"] = info["extracted"]
+            if "url_archives" in info:
+                metrics[f"{part}_url_archive_files"] = sum(a["files"] for a in info["url_archives"].values())
     for bench, ref in spec.benchmarks.items():
-        dest = out / bench
-        if (dest / MANIFEST).is_file():
-            continue
-        partial = _snapshot(ref.repo_id, ref.revision, "dataset", dest)
-        write_json_atomic(partial / MANIFEST, {"repo_id": ref.repo_id, "revision": ref.revision})
-        _finish(partial, dest)
-        metrics[f"benchmark_{bench}"] = 1
+        if _hub_dataset(ref, out / bench, update_lock):
+            metrics[f"benchmark_{bench}"] = 1
     return metrics
 
 
-def download_llm(d: DownloadSpec) -> dict[str, Any]:
+def download_llm(d: DownloadSpec, update_lock: bool = False) -> dict[str, Any]:
     spec: LLMSpec = d.entry
     out, name = d.out, d.name
     if spec.init == "hub":
         assert spec.hub is not None
-        info, partial = _hub_model(spec.hub, out, f"llms.{name}")
         from transformers import AutoTokenizer
 
         from jarvis.data.tokenizer import attach_chat_template
 
-        tok = AutoTokenizer.from_pretrained(partial)  # no trust_remote_code
-        added = attach_chat_template(tok, spec.chat_template)
-        tok.save_pretrained(partial)
-        write_json_atomic(partial / MANIFEST, {**info, "added_tokens": added})
-        _finish(partial, out)
-        return {"added_tokens": added}
+        with atomic_dir(out) as tmp:
+            info, snap = _hub_model(spec.hub, tmp, f"llms.{name}", update_lock)
+            tok = AutoTokenizer.from_pretrained(tmp)  # no trust_remote_code
+            added = attach_chat_template(tok, spec.chat_template)
+            tok.save_pretrained(tmp)
+            write_json_atomic(tmp / MANIFEST, {**info, "added_tokens": added})
+        hub.lock_snapshot(snap)
+        return {"added_tokens": added, "converted": int(info["converted"] is not None)}
 
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -163,7 +199,7 @@ def download_llm(d: DownloadSpec) -> dict[str, Any]:
     return {"vocab_size": len(tok), "n_params": sum(p.numel() for p in model.parameters()), **text_metrics}
 
 
-def download_tower(d: DownloadSpec) -> dict[str, Any]:
+def download_tower(d: DownloadSpec, update_lock: bool = False) -> dict[str, Any]:
     spec: TowerSpec = d.entry
     out, name = d.out, d.name
     from jarvis.model.vision import VisionTower
@@ -172,11 +208,13 @@ def download_tower(d: DownloadSpec) -> dict[str, Any]:
         assert spec.hub is not None
         if spec.library == "timm":
             raise NotImplementedError("timm towers from the hub: download the safetensors with timm's hf-hub: names")
-        info, partial = _hub_model(spec.hub, out, f"towers.{name}")
-        tower = VisionTower.from_pretrained(partial, **tower_selection(spec))  # verifies it loads
-        write_json_atomic(partial / MANIFEST, {**info, "grid": list(tower.grid)})
-        _finish(partial, out)
-        return {"grid": tower.grid[0], "hidden_size": tower.hidden_size}
+        with atomic_dir(out) as tmp:
+            info, snap = _hub_model(spec.hub, tmp, f"towers.{name}", update_lock)
+            tower = VisionTower.from_pretrained(tmp, **tower_selection(spec))  # verifies it loads
+            write_json_atomic(tmp / MANIFEST, {**info, "grid": list(tower.grid)})
+        hub.lock_snapshot(snap)
+        return {"grid": tower.grid[0], "hidden_size": tower.hidden_size,
+                "converted": int(info["converted"] is not None)}
     from jarvis.seeding import seed_everything
 
     assert d.seed is not None
@@ -189,7 +227,10 @@ def download_tower(d: DownloadSpec) -> dict[str, Any]:
             "n_params": sum(p.numel() for p in tower.parameters())}
 
 
-def run(plan: StagePlan) -> dict[str, Any]:
+def run(plan: StagePlan, update_lock: bool = False, pin_checksums: bool = False) -> dict[str, Any]:
+    """``update_lock`` (or JARVIS_UPDATE_LOCK=1): accept a floating revision that moved since hub.lock.yaml.
+    ``pin_checksums`` (or JARVIS_PIN_CHECKSUMS=1): trust the first download of a URL archive whose checksum is
+    null in params.yaml, and record its sha256 in hub.lock.yaml."""
     from jarvis import tracking
     from jarvis.tracking import plan_run as stage_run
 
@@ -197,7 +238,8 @@ def run(plan: StagePlan) -> dict[str, Any]:
     fn = {"data": download_data, "llm": download_llm, "tower": download_tower}[d.component]
     t0 = time.perf_counter()
     with stage_run(plan) as (run_, _):
-        metrics = fn(d)
+        extra = {"pin_checksums": pin_checksums} if d.component == "data" else {}
+        metrics = fn(d, update_lock=update_lock, **extra)
         metrics["wall_s"] = round(time.perf_counter() - t0, 3)
         if run_ is not None:
             tracking.log_final_metrics(metrics, prefix="")
