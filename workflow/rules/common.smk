@@ -34,10 +34,17 @@ def strip_dir_timestamps():
     """Snakemake touches a `.snakemake_timestamp` into every directory() output after its job (its mtime carrier;
     without it Snakemake reads the directory's own mtime). Declared folders hold only their files: a model folder
     is loaded, exported and uploaded as it is. Removed when the run ends (`.dvcignore` covers a run in progress)."""
+    import os
+
     for stage in STAGES:
         for out in stage.outs:
-            if is_dir_out(out):
-                Path(out, ".snakemake_timestamp").unlink(missing_ok=True)
+            stamp = Path(out, ".snakemake_timestamp")
+            if is_dir_out(out) and stamp.is_file():
+                # Removing a file bumps its folder's mtime: put back the job's time, or every downstream job (and
+                # the job itself, against its inputs) would look outdated to the next `snakemake -n`.
+                mtime = stamp.stat().st_mtime
+                stamp.unlink()
+                os.utime(out, (mtime, mtime))
 
 
 onerror:
