@@ -60,11 +60,13 @@ def test_every_option_of_every_command_has_help() -> None:
 def test_bad_arguments_are_one_line_errors_with_exit_2_and_no_mlflow_run(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     cases = [
-        (("evaluate", "--experiment", "jarvis", "--benchmark", "nope"), "'nope'"),
-        (("evaluate", "--experiment", "nope", "--benchmark", "mmvp"), "'nope'"),
-        (("evaluate", "--experiment", "jarvis", "--benchmark", "mmvp"), "run `jarvis download --data synth`"),
-        (("pretrain", "--experiment", "nope"), "'nope'"),
-        (("finetune", "--experiment", "llava"), "run `jarvis pretrain --experiment llava` first"),
+        (("evaluate", "--experiment", "jarvis", "--seed", "0", "--benchmark", "nope"), "'nope'"),
+        (("evaluate", "--experiment", "nope", "--seed", "0", "--benchmark", "mmvp"), "'nope'"),
+        (("evaluate", "--experiment", "jarvis", "--seed", "0", "--benchmark", "mmvp"),
+         "run `jarvis download --data synth`"),
+        (("pretrain", "--experiment", "nope", "--seed", "0"), "'nope'"),
+        (("pretrain", "--experiment", "jarvis", "--seed", "7"), "seed 7 is not in run.seeds"),
+        (("finetune", "--experiment", "llava", "--seed", "1"), "run `jarvis pretrain --experiment llava --seed 1` first"),
         (("download", "--tower", "nope"), "'nope'"),
         (("cache-features", "--data", "synth", "--vision", "nope"), "'nope'"),
         (("chat", "--checkpoint", "x", "--max-new-tokens", "0", "hi"), "must be at least 1"),

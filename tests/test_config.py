@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from jarvis.config import ConfigError, experiment_refs, load_params, load_raw, lookup, validate_params
+from jarvis.config import ConfigError, load_params, load_raw, validate_params
 
 
 @pytest.fixture()
@@ -71,17 +71,6 @@ def test_jepa_requires_bidirectional_attention(raw):
         validate_params(bad)
 
 
-def test_declared_params_exist_and_cover_what_stages_read(root, raw):
-    """Every declared key resolves; the pretrain closure covers the experiment's referenced building blocks."""
-    p = load_params(root / "params.yaml")
-    for exp in p.run.experiments:
-        for stage in ("cache_features", "pretrain", "finetune", "evaluate"):
-            for key in experiment_refs(p, exp, stage):
-                lookup(raw, key)
-    keys = experiment_refs(p, "jarvis", "pretrain")
-    assert {"jepa.tiny", "towers.tiny_dinov2", "training.tiny.pretrain", "llms.tiny_llama"} <= set(keys)
-
-
 def test_params_file_is_plain_yaml(root):
     assert isinstance(yaml.safe_load((root / "params.yaml").read_text()), dict)
 
@@ -95,4 +84,34 @@ def test_experiment_override_is_validated_and_applied(raw):
     bad = copy.deepcopy(raw)
     bad["experiments"]["jarvis"]["overrides"] = {"pretrain": {"lerning_rate": 2.0e-3}}
     with pytest.raises(ConfigError, match="overrides.pretrain.lerning_rate"):
+        validate_params(bad)
+
+
+def test_jepa_override_is_validated_and_applied(raw):
+    good = copy.deepcopy(raw)
+    good["experiments"]["jarvis"]["overrides"] = {"jepa": {"skip_prob": 0.5, "mask": {"num_targets": 2}}}
+    p = validate_params(good)
+    j = p.jepa_recipe("jarvis")
+    assert (j.skip_prob, j.mask.num_targets, j.mask.min_keep) == (0.5, 2, 4)  # nested keys merge
+    bad = copy.deepcopy(raw)
+    bad["experiments"]["jarvis"]["overrides"] = {"jepa": {"loss": "l2"}}
+    with pytest.raises(ConfigError, match="overrides.jepa.loss"):
+        validate_params(bad)
+    bad["experiments"]["jarvis"]["overrides"] = {"jepa": {"target": "nope"}}
+    with pytest.raises(ConfigError, match="overrides.jepa.target: unknown tower 'nope'"):
+        validate_params(bad)
+
+
+def test_seeds_and_sweep_selection_are_validated(raw):
+    bad = copy.deepcopy(raw)
+    bad["run"]["seeds"] = [0, 0]
+    with pytest.raises(ConfigError, match="run.seeds: repeated"):
+        validate_params(bad)
+    bad = copy.deepcopy(raw)
+    bad["run"]["sweeps"] = ["nope"]
+    with pytest.raises(ConfigError, match="run.sweeps: unknown sweep 'nope'"):
+        validate_params(bad)
+    bad = copy.deepcopy(raw)
+    bad["sweeps"]["tiny_skip_prob"]["base"] = "nope"
+    with pytest.raises(ConfigError, match="sweeps.tiny_skip_prob.base: unknown experiment 'nope'"):
         validate_params(bad)

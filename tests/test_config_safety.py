@@ -45,6 +45,8 @@ def _rename(raw: dict, table: str, old: str, new: str) -> dict:
         out["run"]["experiments"] = [new if e == old else e for e in out["run"]["experiments"]]
         for exp in out["experiments"].values():
             exp["baselines"] = [new if b == old else b for b in exp["baselines"]]
+        for sweep in out.get("sweeps", {}).values():
+            sweep["base"] = new if sweep["base"] == old else sweep["base"]
     for where, field in REFS[table]:
         head, *rest = where.split(".")
         for entry in out[head].values():
@@ -103,12 +105,12 @@ def test_paths_refuse_names_that_leave_the_project():
             with pytest.raises(paths.UnsafePathError, match=re.escape(repr(name))):
                 fn(name)
     with pytest.raises(paths.UnsafePathError, match="experiment '../x'"):
-        paths.run_dir("../x", "pretrain")
+        paths.run_dir("../x", 0, "pretrain")
     with pytest.raises(paths.UnsafePathError, match="benchmark"):
-        paths.answers_file("jarvis", "../../pope")
+        paths.answers_file("jarvis", 0, "../../pope")
     with pytest.raises(paths.UnsafePathError):
-        paths.work_dir("..", "pretrain")
-    assert paths.checkpoint_dir("jarvis", "pretrain") == Path("runs/jarvis/pretrain/model")
+        paths.work_dir("..")
+    assert paths.checkpoint_dir("jarvis", 0, "pretrain") == Path("runs/jarvis/s0/pretrain/model")
     assert paths.features_dir(paths.cache_key("synth", "tiny_clip", "tiny_dinov2")).as_posix() == \
         "features/synth-tiny_clip-tiny_dinov2"
 

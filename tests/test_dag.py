@@ -9,19 +9,25 @@ import pytest
 import yaml
 
 from conftest import bin_path
-from jarvis.config import load_params, load_raw, lookup
+from jarvis.config import load_raw, lookup
 from jarvis.dag import build_stages, params_file, render_dvc, snakemake_inputs
+
+
+def _stages(root, raw=None):
+    raw = raw if raw is not None else load_raw(root / "params.yaml")
+    from jarvis.config import validate_params
+
+    return build_stages(validate_params(raw), raw)
 
 
 def test_dvc_yaml_is_fresh(root):
     """dvc.yaml is generated: a stale file (params.yaml or dag.py changed without `jarvis dag render`) fails CI."""
-    stages = build_stages(load_params(root / "params.yaml"))
-    assert (root / "dvc.yaml").read_text() == render_dvc(stages), "run `jarvis dag render`"
+    assert (root / "dvc.yaml").read_text() == render_dvc(_stages(root)), "run `jarvis dag render`"
 
 
 def test_stage_ids_and_params_are_well_formed(root):
     raw = load_raw(root / "params.yaml")
-    stages = build_stages(load_params(root / "params.yaml"))
+    stages = _stages(root)
     ids = [s.id for s in stages]
     assert len(ids) == len(set(ids))
     outs = {o for s in stages for o in (*s.outs, *s.metrics)}
@@ -29,8 +35,8 @@ def test_stage_ids_and_params_are_well_formed(root):
         assert "@" not in s.id and s.id.replace("-", "").replace("_", "").isalnum()
         for key in s.params:
             lookup(raw, key)  # every declared param exists
-        for dep in s.deps:  # every dep is code or an upstream output
-            assert dep.startswith(("src/", "workflow/")) or dep in outs, (s.id, dep)
+        for dep in s.deps:  # every dep is a code file or an upstream output
+            assert (dep.startswith(("src/", "workflow/")) and (root / dep).is_file()) or dep in outs, (s.id, dep)
 
 
 def _snakemake_graph(root) -> dict:
@@ -55,7 +61,7 @@ def test_snakemake_and_dvc_describe_the_same_graph(root):
     dvc = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     smk = _snakemake_graph(root)
     assert set(smk) - {"all"} == set(dvc)
-    stages = {s.id: s for s in build_stages(load_params(root / "params.yaml"))}
+    stages = {s.id: s for s in _stages(root)}
     raw = load_raw(root / "params.yaml")
     for sid, entry in dvc.items():
         metrics = [next(iter(m)) for m in entry.get("metrics", [])]
@@ -77,16 +83,15 @@ def test_paper_configuration_requests_real_cluster_resources(root):
     """Switching run.experiments to the paper rows gives multi-node GPU jobs (srun + one torchrun per node)."""
     raw = load_raw(root / "params.yaml")
     raw["run"]["experiments"] = ["llava_vicuna7b", "jarvis_vicuna7b"]
-    from jarvis.config import validate_params
     from jarvis.dag import launcher, slurm_resources
 
-    stages = {s.id: s for s in build_stages(validate_params(raw))}
-    pre = slurm_resources(stages["pretrain-jarvis_vicuna7b"])
+    stages = {s.id: s for s in _stages(root, raw)}
+    pre = slurm_resources(stages["pretrain-jarvis_vicuna7b-s0"])
     assert pre == {"runtime": 210, "mem_mb": 256000, "cpus_per_task": 32, "tasks_per_gpu": 0, "gres": "gpu:4",
                    "nodes": 2, "tasks": 2, "mpi": "srun"}
-    assert slurm_resources(stages["finetune-jarvis_vicuna7b"])["nodes"] == 4
-    assert launcher(stages["pretrain-jarvis_vicuna7b"]).startswith("srun --ntasks-per-node=1")
-    ev = slurm_resources(stages["evaluate-jarvis_vicuna7b-mmvp"])
-    assert ev["gpu"] == 1 and "nodes" not in ev and launcher(stages["evaluate-jarvis_vicuna7b-mmvp"]) == ""
+    assert slurm_resources(stages["finetune-jarvis_vicuna7b-s0"])["nodes"] == 4
+    assert launcher(stages["pretrain-jarvis_vicuna7b-s0"]).startswith("srun --ntasks-per-node=1")
+    ev = slurm_resources(stages["evaluate-jarvis_vicuna7b-s0-mmvp"])
+    assert ev["gpu"] == 1 and "nodes" not in ev and launcher(stages["evaluate-jarvis_vicuna7b-s0-mmvp"]) == ""
     # the paper rows share the CLIP feature cache between the LLaVA and JARVIS arms only when towers match
     assert "cache_features-llava15-clip_l336" in stages and "cache_features-llava15-clip_l336-dinov2_l" in stages

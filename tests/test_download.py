@@ -29,8 +29,16 @@ from jarvis import hub
 from jarvis.config import Params, load_raw, validate_params
 from jarvis.data.templates import IMAGE_TOKEN, get_template
 from jarvis.data.tokenizer import build_tokenizer
+from jarvis.model.recipe import tower_selection
 from jarvis.model.vision import VisionTower
 from jarvis.stages import download
+
+
+def _plan(params, component: str, name: str):
+    """The download stage's plan, resolved as the CLI resolves it."""
+    from jarvis.plan import Resolver
+
+    return Resolver(params, params.model_dump(mode="json")).download(component, name)
 
 VICUNA = "lmsys/vicuna-7b-v1.5"  # params.yaml llms.vicuna7b.hub.repo_id
 CLIP_L = "openai/clip-vit-large-patch14-336"  # params.yaml towers.clip_l336.hub.repo_id
@@ -94,13 +102,13 @@ def no_temp_leftovers(parent: Path) -> bool:
 # ------------------------------------------------------------------ tiny mode
 def test_tiny_tower_is_a_loadable_component_dir(project: Path) -> None:
     params = tiny_params()
-    metrics = download.run(params, "tower", "tiny_clip")
+    metrics = download.run(_plan(params, "tower", "tiny_clip"))
     assert metrics["grid"] == 8 and metrics["hidden_size"] == 48
 
     out = project / "models" / "tower" / "tiny_clip"
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
     assert no_temp_leftovers(out.parent)
-    tower = VisionTower.from_pretrained(out, **download.tower_selection(params.towers["tiny_clip"]))
+    tower = VisionTower.from_pretrained(out, **tower_selection(params.towers["tiny_clip"]))
     assert tower.grid == (8, 8) and tower.num_patches == 64
     assert tower.feature_layer == -2 and tower.drop_prefix_tokens == 1
     assert tower(torch.zeros(2, 3, 64, 64)).shape == (2, 64, 48)
@@ -110,11 +118,11 @@ def test_tiny_llm_after_data_reloads_with_template_and_is_deterministic(project:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     params = tiny_params()
-    data = download.run(params, "data", "synth")
+    data = download.run(_plan(params, "data", "synth"))
     assert data["n_pretrain"] == 8 and data["n_instruct"] == 8
     assert download.manifest(project / "data" / "synth")["kind"] == "synthetic"
 
-    metrics = download.run(params, "llm", "tiny_llama")
+    metrics = download.run(_plan(params, "llm", "tiny_llama"))
     out = project / "models" / "llm" / "tiny_llama"
     tok = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -131,10 +139,10 @@ def test_tiny_llm_after_data_reloads_with_template_and_is_deterministic(project:
     assert download.manifest(out)["init"] == "scratch"
 
     first = {f: (out / f).read_bytes() for f in ("model.safetensors", "tokenizer.json")}
-    download.run(params, "llm", "tiny_llama")  # same seed: the very same bytes
+    download.run(_plan(params, "llm", "tiny_llama"))  # same seed: the very same bytes
     assert {f: (out / f).read_bytes() for f in first} == first
     assert no_temp_leftovers(out.parent)
-    download.download_llm(tiny_params(seed=43), "tiny_llama")  # the seed does reach the weights
+    download.download_llm(_plan(tiny_params(seed=43), "llm", "tiny_llama").spec)  # the seed does reach the weights
     assert (out / "model.safetensors").read_bytes() != first["model.safetensors"]
     assert (out / "tokenizer.json").read_bytes() == first[
         "tokenizer.json"
@@ -144,9 +152,9 @@ def test_tiny_llm_after_data_reloads_with_template_and_is_deterministic(project:
 def test_unknown_component_is_named(project: Path) -> None:
     params = tiny_params()
     with pytest.raises(KeyError, match=r"unknown tower 'nope'.*tiny_clip"):
-        download.run(params, "tower", "nope")
+        download.run(_plan(params, "tower", "nope"))
     with pytest.raises(KeyError, match=r"unknown llm 'tiny_lama'.*tiny_llama"):
-        download.run(params, "llm", "tiny_lama")
+        download.run(_plan(params, "llm", "tiny_lama"))
     assert not (project / "models").exists()
 
 
@@ -306,7 +314,7 @@ def test_moved_revision_is_an_error_unless_the_update_is_asked(hf_cache: Path, p
     hub.seed_cache(VICUNA, "model", SHA_B, files)  # upstream `main` moved on
     with pytest.raises(hub.LockConflict, match=rf"{VICUNA}@main is now {SHA_B}, but .*hub\.lock\.yaml pins "
                                                rf"{SHA_A}.*revision: {SHA_A}.*--update-lock"):
-        download.run(tiny_params(), "llm", "vicuna7b")
+        download.run(_plan(tiny_params(), "llm", "vicuna7b"))
     assert download.manifest(out)["commit"] == SHA_A and hub.locked("model", VICUNA, "main") == SHA_A
 
     raw = load_raw(project / "params.yaml")  # pinning the locked commit keeps working, whatever main is
@@ -359,7 +367,7 @@ def test_unsafe_or_odd_pickle_is_refused_naming_the_file(hf_cache: Path, project
     hub.seed_cache(VICUNA, "model", SHA_A, files)
     why = "cannot be loaded with torch.load\\(weights_only=True\\)" if payload == "code" else "is not a flat state dict"
     with pytest.raises(ValueError, match=rf"pytorch_model\.bin: refused, it {why}"):
-        download.run(tiny_params(), "llm", "vicuna7b")
+        download.run(_plan(tiny_params(), "llm", "vicuna7b"))
     assert not marker.exists()
     assert not (project / "models" / "llm" / "vicuna7b").exists() and hub.read_lock() == {}
 
@@ -367,7 +375,7 @@ def test_unsafe_or_odd_pickle_is_refused_naming_the_file(hf_cache: Path, project
 def test_hub_model_without_weights_fails_naming_the_repo(hf_cache: Path, project: Path) -> None:
     hub.seed_cache(VICUNA, "model", SHA_A, {"config.json": b"{}", "optimizer.pt": b"x"})
     with pytest.raises(FileNotFoundError, match=rf"{VICUNA}@main: no weights \(neither model\*\.safetensors nor"):
-        download.run(tiny_params(), "llm", "vicuna7b")
+        download.run(_plan(tiny_params(), "llm", "vicuna7b"))
     assert not (project / "models" / "llm" / "vicuna7b").exists()
 
 
@@ -447,13 +455,13 @@ def test_hub_dataset_with_url_archives_lands_in_the_665k_layout(hf_cache: Path, 
     assert no_temp_leftovers(out)
 
     shutil.rmtree(hf_cache)  # every part has its manifest: nothing is looked up or fetched again
-    assert set(download.run(validate_params(raw), "data", "llava15")) == {"wall_s"}
+    assert set(download.run(_plan(validate_params(raw), "data", "llava15"))) == {"wall_s"}
 
 
 def test_zip_slip_member_is_refused(hf_cache: Path, project: Path) -> None:
     llava_data_cache(zip_bytes({"00000/a.png": b"png-a", "../evil": b"pwned"}))
     with pytest.raises(ValueError, match=r"member '\.\./evil' escapes the extraction root"):
-        download.run(tiny_params(edit=without_url_archives), "data", "llava15")
+        download.run(_plan(tiny_params(edit=without_url_archives), "data", "llava15"))
     assert not list(project.rglob("evil"))
     assert not (project / "data" / "llava15" / "pretrain").exists()  # never renamed into place
 
@@ -462,4 +470,4 @@ def test_missing_archive_is_named(hf_cache: Path, project: Path) -> None:
     llava_data_cache(zip_bytes({"a.png": b"x"}))
     (hub.repo_folder(PRETRAIN, "dataset") / "snapshots" / SHA_A / "images.zip").unlink()
     with pytest.raises(FileNotFoundError, match=r"images\.zip listed in params\.yaml is missing"):
-        download.run(tiny_params(edit=without_url_archives), "data", "llava15")
+        download.run(_plan(tiny_params(edit=without_url_archives), "data", "llava15"))

@@ -20,7 +20,16 @@ from jarvis.data.dataset import (
     write_feature_index,
     write_feature_shard,
 )
+from jarvis.plan import Resolver, cache_identity
 from test_download import mlflow_store, project, tiny_params  # noqa: F401  (fixtures)
+
+
+def _plan(params: Any, data: str, vision: str, target: str | None) -> Any:
+    return Resolver(params, params.model_dump(mode="json")).cache_features(data, vision, target)
+
+
+def _expect(params: Any, data: str, vision: str, target: str | None) -> dict[str, str]:
+    return cache_identity(_plan(params, data, vision, target).spec)
 
 
 def _cache(root: Path, dtype: torch.dtype = torch.float32, rows: int = 6) -> tuple[Path, torch.Tensor]:
@@ -118,7 +127,7 @@ def test_stale_partial_cache_is_discarded_when_settings_change(
 
     params = tiny_params()
     for kind, name in (("data", "synth"), ("tower", "tiny_clip"), ("tower", "tiny_dinov2")):
-        download.run(params, kind, name)
+        download.run(Resolver(params, params.model_dump(mode="json")).download(kind, name))
     monkeypatch.setattr(cache_features, "SHARD_SIZE", 4)  # 8 images -> 2 shards
     real_encode = cache_features._encode
     calls = {"n": 0}
@@ -131,7 +140,7 @@ def test_stale_partial_cache_is_discarded_when_settings_change(
 
     monkeypatch.setattr(cache_features, "_encode", encode_then_die)
     with pytest.raises(RuntimeError, match="node lost"):
-        cache_features.run(params, "synth", "tiny_clip", "tiny_dinov2")
+        cache_features.run(_plan(params, "synth", "tiny_clip", "tiny_dinov2"))
     monkeypatch.setattr(cache_features, "_encode", real_encode)
     partial = paths.features_dir(paths.cache_key("synth", "tiny_clip", "tiny_dinov2")).with_name(
         "synth-tiny_clip-tiny_dinov2.partial")
@@ -142,23 +151,23 @@ def test_stale_partial_cache_is_discarded_when_settings_change(
         raw["datasets"]["synth"]["feature_cache_dtype"] = "float16"
 
     with caplog.at_level(logging.WARNING, logger="jarvis.io"):
-        metrics = cache_features.run(tiny_params(edit=edit), "synth", "tiny_clip", "tiny_dinov2")
+        metrics = cache_features.run(_plan(tiny_params(edit=edit), "synth", "tiny_clip", "tiny_dinov2"))
     assert metrics["reused_shards"] == 0 and metrics["n_shards"] == 2
     assert "discarding partial feature cache" in caplog.text
     out = paths.features_dir("synth-tiny_clip-tiny_dinov2")
     cache = FeatureCache(out)  # verifies every shard: all float16, as the index says
     assert cache.index["dtype"] == "float16" and {s["dtype"] for s in cache.index["shards"]} == {"float16"}
-    assert cache.index["config"]["params"]["towers.tiny_clip"]["feature_layer"] == -1
+    assert cache.index["config"]["params"]["towers.tiny_clip.feature_layer"] == -1
     assert not partial.exists()
     # What the training stage checks on read: the cache was made by the current params.
-    FeatureCache(out, expect=cache_features.expected_index(tiny_params(edit=edit), "synth", "tiny_clip", "tiny_dinov2"))
+    FeatureCache(out, expect=_expect(tiny_params(edit=edit), "synth", "tiny_clip", "tiny_dinov2"))
     with pytest.raises(FeatureCacheError, match="made with dtype='float16', expected 'float32'"):
-        FeatureCache(out, expect=cache_features.expected_index(params, "synth", "tiny_clip", "tiny_dinov2"))
+        FeatureCache(out, expect=_expect(params, "synth", "tiny_clip", "tiny_dinov2"))
 
     def dtype_only(raw: dict[str, Any]) -> None:  # same dtype, the old feature_layer
         raw["datasets"]["synth"]["feature_cache_dtype"] = "float16"
 
-    old_layer = cache_features.expected_index(tiny_params(edit=dtype_only), "synth", "tiny_clip", "tiny_dinov2")
+    old_layer = _expect(tiny_params(edit=dtype_only), "synth", "tiny_clip", "tiny_dinov2")
     with pytest.raises(FeatureCacheError, match="made with params_digest="):
         FeatureCache(out, expect=old_layer)
 
@@ -170,7 +179,7 @@ def test_partial_cache_of_the_same_settings_is_reused(project: Path,  # noqa: F8
 
     params = tiny_params()
     for kind, name in (("data", "synth"), ("tower", "tiny_clip")):
-        download.run(params, kind, name)
+        download.run(Resolver(params, params.model_dump(mode="json")).download(kind, name))
     monkeypatch.setattr(cache_features, "SHARD_SIZE", 4)
     real_encode = cache_features._encode
     calls = {"n": 0}
@@ -183,8 +192,8 @@ def test_partial_cache_of_the_same_settings_is_reused(project: Path,  # noqa: F8
 
     monkeypatch.setattr(cache_features, "_encode", encode_then_die)
     with pytest.raises(RuntimeError):
-        cache_features.run(params, "synth", "tiny_clip", None)
+        cache_features.run(_plan(params, "synth", "tiny_clip", None))
     monkeypatch.setattr(cache_features, "_encode", real_encode)
-    metrics = cache_features.run(params, "synth", "tiny_clip", None)
+    metrics = cache_features.run(_plan(params, "synth", "tiny_clip", None))
     assert metrics["reused_shards"] == 1 and metrics["n_shards"] == 2
     FeatureCache(paths.features_dir("synth-tiny_clip"))

@@ -184,19 +184,22 @@ def test_trained_checkpoint_folder_loads_with_auto_classes(tmp_path: Path, token
                         "labels": torch.cat([torch.full((64,), -100), caption]),
                         "pixel_values": torch.randn(3, 32, 32, generator=g)})
     model.generation_config = generation_config_for(tokenizer, max_new_tokens=3)
-    params = load_params(ROOT / "params.yaml")
+    from jarvis.config import load_raw
+    from jarvis.plan import Resolver
+
+    plan = Resolver(load_params(ROOT / "params.yaml"), load_raw(ROOT / "params.yaml")).train("finetune", "llava", 0)
     out = tmp_path / "runs" / "llava" / "finetune" / "model"
     run_training(model, samples, Collator(pad_token_id=tokenizer.pad_token_id),
                  tiny_settings(stage="finetune", mask_spec=None, max_steps=2), out, tmp_path / "_work", None,
                  processing_class=processor_for(model, tokenizer), model_card=lambda m: model_card(
-                     params, "llava", "finetune", m, n_samples=len(samples)))
+                     plan, m, n_samples=len(samples)))
 
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md", "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
         "processor_config.json", "tokenizer.json", "tokenizer_config.json"]
     card = (out / "README.md").read_text()
     assert "# llava — finetune" in card and "## Recipe" in card and "## Data" in card and '"steps": 2' in card
-    assert "runs/llava/eval/BENCHMARK/scores.json" in card
+    assert "runs/llava/s0/eval/BENCHMARK/scores.json" in card
     gen = json.loads((out / "generation_config.json").read_text())
     assert gen["max_new_tokens"] == 3 and gen["eos_token_id"] in (tokenizer.eos_token_id, [tokenizer.eos_token_id])
     assert gen.get("do_sample", False) is False

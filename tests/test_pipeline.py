@@ -21,6 +21,7 @@ from pipeline_utils import dvc_stale, make_project, run, snakemake_dry_jobs
 pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
 
 EXPERIMENTS = ("llava", "llava_bidir", "jarvis")
+SEEDS = (0, 1)
 TIMINGS: dict[str, float] = {}
 
 
@@ -43,22 +44,25 @@ def _benchmarks(project: Path) -> list[str]:
 def test_all_outputs_exist_and_report_matches_scores(project: Path) -> None:
     benches = _benchmarks(project)
     for exp in EXPERIMENTS:
-        for stage in ("pretrain", "finetune"):
-            model = project / "runs" / exp / stage / "model"
-            # only the model's own files: weights, config, processor, generation config, card (no stray markers)
-            assert sorted(p.name for p in model.iterdir()) == [
-                "README.md", "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
-                "processor_config.json", "tokenizer.json", "tokenizer_config.json"], exp
+        for seed in SEEDS:
+            for stage in ("pretrain", "finetune"):
+                model = project / "runs" / exp / f"s{seed}" / stage / "model"
+                # only the model's own files: weights, config, processor, generation config, card (no stray markers)
+                assert sorted(p.name for p in model.iterdir()) == [
+                    "README.md", "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
+                    "processor_config.json", "tokenizer.json", "tokenizer_config.json"], exp
+            for b in benches:
+                assert (project / "runs" / exp / f"s{seed}" / "eval" / b / "answers.jsonl").is_file()
     for root in ("data", "models", "features", "runs"):
         assert not list((project / root).glob("**/.snakemake_timestamp")), root
-        for b in benches:
-            assert (project / "runs" / exp / "eval" / b / "answers.jsonl").is_file()
-    jarvis = json.loads((project / "runs/jarvis/pretrain/metrics.json").read_text())
-    llava = json.loads((project / "runs/llava/pretrain/metrics.json").read_text())
+    jarvis = json.loads((project / "runs/jarvis/s0/pretrain/metrics.json").read_text())
+    llava = json.loads((project / "runs/llava/s0/pretrain/metrics.json").read_text())
     assert jarvis["loss_jepa"] < 0 and 0 < jarvis["jepa_fraction"] <= 1  # negative cosine, skip_prob 0.2
     assert llava["loss_jepa"] is None and llava["jepa_fraction"] == 0
+    other = json.loads((project / "runs/jarvis/s1/pretrain/metrics.json").read_text())
+    assert other["loss"] != jarvis["loss"]  # two seeds, two runs
     # Drop and truncation counts reach metrics.json (issue 9): the tiny finetune (max_length 256) truncates answers.
-    fine = json.loads((project / "runs/jarvis/finetune/metrics.json").read_text())
+    fine = json.loads((project / "runs/jarvis/s0/finetune/metrics.json").read_text())
     assert jarvis["data/validation/dropped"] == 0 and jarvis["data/truncation/supervised_tokens_lost"] == 0
     assert fine["data/truncation/samples"] > 0 and 0 < fine["data/truncation/fraction"] <= 0.25
     with (project / "reports/table.csv").open() as fh:
@@ -66,8 +70,10 @@ def test_all_outputs_exist_and_report_matches_scores(project: Path) -> None:
     assert set(rows) == set(EXPERIMENTS)
     for exp in EXPERIMENTS:
         for b in benches:
-            overall = json.loads((project / "runs" / exp / "eval" / b / "scores.json").read_text())["overall"]
-            assert float(rows[exp][b]) == pytest.approx(overall, abs=1e-6), (exp, b)
+            overall = [json.loads((project / "runs" / exp / f"s{s}" / "eval" / b / "scores.json").read_text())[
+                "overall"] for s in SEEDS]
+            assert float(rows[exp][b]) == pytest.approx(sum(overall) / len(overall), abs=1e-6), (exp, b)
+            assert int(rows[exp][f"{b}_n"]) == len(SEEDS)
     for png in ("loss_curves.png", "scores.png"):
         assert (project / "reports" / png).stat().st_size > 5000
 
@@ -81,22 +87,25 @@ def test_mlflow_store_holds_every_stage_run(project: Path) -> None:
         for r in client.search_runs([e.experiment_id]):
             runs[r.info.run_name] = r
     for exp in EXPERIMENTS:
-        for stage in ("pretrain", "finetune", "evaluate-pope"):
-            assert f"{exp}/{stage}" in runs, sorted(runs)
-    pre = runs["jarvis/pretrain"]
+        for seed in SEEDS:
+            for stage in ("pretrain", "finetune", "evaluate-pope"):
+                assert f"{exp}/s{seed}/{stage}" in runs, sorted(runs)
+    stage_ids = set(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+    assert {r.data.tags["jarvis.stage_id"] for r in runs.values()} == stage_ids  # one run per stage, same ids
+    pre = runs["jarvis/s0/pretrain"]
     assert {"loss", "loss_ntp", "loss_jepa", "jepa_fraction", "learning_rate", "grad_norm"} <= set(pre.data.metrics)
     assert any(k.startswith("cfg.") for k in pre.data.params)
     assert pre.data.tags.get("jarvis.params_digest") or any("digest" in k for k in pre.data.tags)
     assert pre.info.status == "FINISHED"
-    assert {"data/validation/dropped", "data/truncation/fraction"} <= set(runs["jarvis/finetune"].data.metrics)
-    assert "pipeline/report" in runs
+    assert {"data/validation/dropped", "data/truncation/fraction"} <= set(runs["jarvis/s0/finetune"].data.metrics)
+    assert "report" in runs
 
 
 def test_after_snakemake_dvc_has_nothing_to_do(project: Path) -> None:
     assert dvc_stale(project) == set()
     shown = json.loads(run(project, "dvc", "metrics", "show", "--json").stdout)
     files = {f for rev in shown.values() for f in rev.get("data", {})}
-    assert "runs/jarvis/eval/pope/scores.json" in files
+    assert "runs/jarvis/s0/eval/pope/scores.json" in files
 
 
 def _set_override(project: Path, lr: float) -> None:
@@ -108,7 +117,8 @@ def _set_override(project: Path, lr: float) -> None:
 
 def test_one_param_edit_reruns_the_same_stages_in_both_tools(project: Path) -> None:
     benches = _benchmarks(project)
-    expected = {"pretrain-jarvis", "finetune-jarvis", "report", *(f"evaluate-jarvis-{b}" for b in benches)}
+    expected = {"report", *(f"{k}-jarvis-s{s}" for k in ("pretrain", "finetune") for s in SEEDS),
+                *(f"evaluate-jarvis-s{s}-{b}" for s in SEEDS for b in benches)}
     _set_override(project, 2.0e-3)
 
     assert snakemake_dry_jobs(project) == expected
@@ -140,11 +150,11 @@ def test_dvc_push_delete_pull_roundtrip(project: Path, tmp_path: Path) -> None:
     run(project, "dvc", "push", "-q")
     cached = [o for st in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].values()
               for o in st["outs"] if isinstance(o, str)]
-    assert "runs/jarvis/pretrain/model" in cached and "features/synth-tiny_clip-tiny_dinov2" in cached
+    assert "runs/jarvis/s0/pretrain/model" in cached and "features/synth-tiny_clip-tiny_dinov2" in cached
     for out in cached:
         shutil.rmtree(project / out)
     shutil.rmtree(project / ".dvc" / "cache")
     run(project, "dvc", "pull", "-q")
-    assert (project / "runs/jarvis/finetune/model/model.safetensors").is_file()
+    assert (project / "runs/jarvis/s1/finetune/model/model.safetensors").is_file()
     assert dvc_stale(project) == set()
     print(f"\ntimings: {json.dumps({k: round(v, 1) for k, v in TIMINGS.items()})}")

@@ -143,3 +143,34 @@ def test_ci95_matches_hand_value() -> None:
     # n=3, values 1,2,3: s = 1, t_{0.975,2} = 4.302652729911275 -> 4.3027/sqrt(3).
     assert ci95([1.0, 2.0, 3.0]) == pytest.approx(4.302652729911275 / math.sqrt(3))
     assert math.isnan(ci95([5.0]))
+
+
+def test_wilson_interval_by_hand() -> None:
+    from jarvis.report import run_interval, wilson
+
+    # 12/24, z = 1.96: centre (0.5 + z²/48)/(1 + z²/24) = 0.5; half z·sqrt(0.25/24 + z²/2304)/(1 + z²/24) = 0.18573
+    lo, hi = wilson(12, 24)
+    assert lo == pytest.approx(31.427, abs=1e-2) and hi == pytest.approx(68.573, abs=1e-2)
+    lo, hi = wilson(0, 10)  # never below 0: z²/(n + z²) = 0.27753 at the top
+    assert lo == pytest.approx(0.0, abs=1e-9) and hi == pytest.approx(27.753, abs=1e-2)
+    iv = run_interval({"metric": "accuracy", "overall": 50.0, "n": 24, "n_questions": 24})
+    assert (iv["n_questions"], round(iv["wilson_lo"], 2)) == (24, 31.43)
+    pairs = run_interval({"metric": "pair_accuracy", "overall": 50.0, "n": 24, "pairs": 12, "pairs_correct": 6})
+    # 6 of 12 pairs: half = 1.96·sqrt(0.25/12 + z²/576)/(1 + z²/12) = 0.24623
+    assert pairs["units"] == 12 and pairs["wilson_hi"] == pytest.approx(74.623, abs=1e-2)
+    assert run_interval({"metric": "score", "overall": 1200.0, "n": 24})["wilson_lo"] != run_interval(
+        {"metric": "score", "overall": 1200.0, "n": 24})["wilson_lo"]  # NaN: MME's sum is not a proportion
+
+
+def test_per_run_table_and_paired_deltas(tmp_path: Path) -> None:
+    files = {}
+    for run, v in (("a__s0", 50.0), ("a__s1", 62.5), ("b__s0", 45.0), ("b__s1", 50.0)):
+        files[(run, "pope")] = _scores(tmp_path / f"{run}.json", "pope", v, metric="accuracy", n=24,
+                                       n_questions=24)
+    s = build_report(files, {}, tmp_path / "r", baselines={"a": ["b"]},
+                     seed_groups={"a": ["a__s0", "a__s1"], "b": ["b__s0", "b__s1"]})
+    d = s["deltas"]["a − b"]["pope"]
+    assert d["paired"] and d["values"] == [5.0, 12.5] and d["mean"] == 8.75
+    assert d["ci95"] == pytest.approx(12.706204736 * 5.303300858899107 / 2 ** 0.5)  # t(0.975, 1)·s/√2
+    md = (tmp_path / "r" / "table.md").read_text()
+    assert "Per run" in md and "n=24" in md and "[31.4, 68.6]" in md  # a__s0: 12/24

@@ -39,7 +39,7 @@ def test_snakemake_profile_slurm_all(tmp_path: Path) -> None:
     jobs = set(re.findall(r"SLURM jobid (\d+)", log))
     n_stages = len(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
     assert len(jobs) == n_stages, (len(jobs), n_stages, log[-3000:])
-    scores = json.loads((project / "runs/jarvis/eval/mmvp/scores.json").read_text())
+    scores = json.loads((project / "runs/jarvis/s0/eval/mmvp/scores.json").read_text())
     assert "overall" in scores
     assert (project / "reports/table.md").is_file()
     assert dvc_stale(project) == set()  # Snakemake recorded what it produced in dvc.lock

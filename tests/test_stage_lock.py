@@ -79,19 +79,27 @@ def test_heartbeat_keeps_a_long_holder_fresh(tmp_path: Path) -> None:
 def test_stage_run_refuses_a_second_process_before_touching_mlflow(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     # Before: two identical `jarvis pretrain` in one directory both ran, into one MLflow run (32 points, 16 steps).
-    from jarvis.stages.common import stage_run
+    from jarvis.config import load_params, load_raw
+    from jarvis.plan import Resolver
+    from jarvis.tracking import plan_run
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("JARVIS_ROOT", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("JARVIS_SCRATCH", raising=False)
-    with stage_run("e", "pretrain", {"a": 1}) as (run, work):
-        other = _other_process("""
-            from jarvis.stages.common import stage_run
-            with stage_run("e", "pretrain", {"a": 1}):
+    plan = Resolver(load_params(ROOT / "params.yaml"), load_raw(ROOT / "params.yaml")).train("pretrain", "jarvis", 0)
+    lock = tmp_path / "_work" / f"{plan.id}.lock"
+    with plan_run(plan) as (run, work):
+        other = _other_process(f"""
+            from jarvis.config import load_params, load_raw
+            from jarvis.plan import Resolver
+            from jarvis.tracking import plan_run
+            plan = Resolver(load_params({str(ROOT / "params.yaml")!r}), load_raw({str(ROOT / "params.yaml")!r})).train(
+                "pretrain", "jarvis", 0)
+            with plan_run(plan):
                 print("SECOND RAN")
         """, tmp_path)
         assert other.returncode != 0 and "SECOND RAN" not in other.stdout
-        assert "LockHeld" in other.stderr and "stage e/pretrain" in other.stderr
-        assert (tmp_path / "_work" / "e" / "pretrain.lock").is_file()
-    assert not (tmp_path / "_work" / "e" / "pretrain.lock").exists()
+        assert "LockHeld" in other.stderr and f"stage {plan.id}" in other.stderr
+        assert lock.is_file()
+    assert not lock.exists()

@@ -61,10 +61,15 @@ def test_store_defaults_to_an_absolute_sqlite_db_under_the_root(fresh_project: P
     assert tracking.tracking_uri() == "http://127.0.0.1:5151"
 
 
+def _ident(experiment: str, params: dict, stage: str = "pretrain") -> tracking.RunIdentity:
+    """What a StagePlan hands tracking (tests/test_plan.py checks real plans)."""
+    return tracking.RunIdentity(experiment=experiment, run_name=f"{experiment}/{stage}",
+                                tags=(("jarvis.stage_id", f"{stage}-{experiment}"), ("jarvis.stage", stage)),
+                                values=params)
+
+
 def test_names() -> None:
     assert tracking.experiment_name("jarvis_vicuna7b") == "jarvis/jarvis_vicuna7b"
-    assert tracking.run_name("tiny", "pretrain") == "tiny/pretrain"
-    assert tracking.stage_id("tiny", "pretrain") == "pretrain-tiny"
 
 
 def test_flatten_params_by_hand() -> None:
@@ -107,13 +112,13 @@ def test_stage_run_logs_params_tags_and_resumes(fresh_project: Path, monkeypatch
                    cwd=project, check=True)
     monkeypatch.setenv("SLURM_JOB_ID", "1234")
     work = project / "_work" / "tiny" / "pretrain"
-    with tracking.stage_run("tiny", "pretrain", PARAMS, work, world_size=2) as run:
+    with tracking.stage_run(_ident("tiny", PARAMS), work, world_size=2) as run:
         assert mlflow.active_run().info.run_id == run.info.run_id
         mlflow.log_metrics({"loss": 2.0}, step=1)
     first_id = run.info.run_id
     assert json.loads((work / tracking.RUN_FILE).read_text())["run_id"] == first_id
     # The same stage again (a resumed job): same run, new metrics appended.
-    with tracking.stage_run("tiny", "pretrain", PARAMS, work, world_size=2) as run:
+    with tracking.stage_run(_ident("tiny", PARAMS), work, world_size=2) as run:
         assert run.info.run_id == first_id
         mlflow.log_metrics({"loss": 1.0}, step=2)
     runs = _runs(project, "tiny")
@@ -134,17 +139,17 @@ def test_stage_run_logs_params_tags_and_resumes(fresh_project: Path, monkeypatch
 
 def test_work_dir_of_other_params_is_refused(project: Path, tmp_path: Path) -> None:
     work = tmp_path / "_work"
-    with tracking.stage_run("refuse", "pretrain", PARAMS, work):
+    with tracking.stage_run(_ident("refuse", PARAMS), work):
         pass
     with pytest.raises(RuntimeError, match="other params"):
-        with tracking.stage_run("refuse", "pretrain", {**PARAMS, "seed": 1}, work):
+        with tracking.stage_run(_ident("refuse", {**PARAMS, "seed": 1}), work):
             pass
 
 
 def test_non_zero_rank_gets_no_run_and_writes_nothing(fresh_project: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RANK", "1")
-    with tracking.stage_run("tiny", "pretrain", PARAMS, fresh_project / "_work") as run:
+    with tracking.stage_run(_ident("tiny", PARAMS), fresh_project / "_work") as run:
         assert run is None
     assert not (fresh_project / "mlruns").exists()
     assert not (fresh_project / "_work" / tracking.RUN_FILE).exists()
@@ -155,7 +160,7 @@ def test_non_zero_rank_gets_no_run_and_writes_nothing(fresh_project: Path,
 def test_run_status_follows_the_exit(project: Path, tmp_path: Path, exc: BaseException, status: str) -> None:
     experiment = f"status_{status.lower()}"
     with pytest.raises(type(exc)):
-        with tracking.stage_run(experiment, "pretrain", PARAMS, tmp_path / "_work"):
+        with tracking.stage_run(_ident(experiment, PARAMS), tmp_path / "_work"):
             raise exc
     assert _runs(project, experiment)[0].info.status == status
 
@@ -182,7 +187,7 @@ def test_trainer_logs_into_the_stage_run(project: Path, tmp_path: Path, monkeypa
     monkeypatch.setenv("MLFLOW_FLATTEN_PARAMS", "TRUE")  # restored after the test (run_training sets it)
     monkeypatch.setenv("HF_MLFLOW_LOG_ARTIFACTS", "FALSE")
     work = tmp_path / "_work"
-    with tracking.stage_run("trainer", "pretrain", PARAMS, work) as run:
+    with tracking.stage_run(_ident("trainer", PARAMS), work) as run:
         run_training(tiny_model(), tiny_samples(8), Collator(pad_token_id=0), tiny_settings(max_steps=2),
                      tmp_path / "runs" / "model", work, run)
     runs = _runs(project, "trainer")

@@ -23,13 +23,13 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from jarvis import tracking  # noqa: E402
 from jarvis.data.collate import Collator  # noqa: E402
+from jarvis.launch import free_port as _free_port  # noqa: E402
 from jarvis.masking import MaskSpec, draw_skip, sample_block_masks  # noqa: E402
 from jarvis.seeding import make_generator, seed_everything  # noqa: E402
 from jarvis.training import (  # noqa: E402
     JarvisTrainer,
     PreemptionCallback,
     TrainSettings,
-    _free_port,
     context_grid,
     deepspeed_dir,
     last_checkpoint,

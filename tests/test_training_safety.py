@@ -108,13 +108,18 @@ def test_non_finite_gradient_fails_naming_the_grad_norm(tmp_path: Path) -> None:
     assert _no_outputs(tmp_path)
 
 
+def _identity(exp: str, values: dict[str, Any]) -> tracking.RunIdentity:
+    return tracking.RunIdentity(experiment=exp, run_name=f"{exp}/pretrain",
+                                tags=(("jarvis.stage_id", f"pretrain-{exp}"),), values=values)
+
+
 def test_divergence_marks_the_mlflow_run_failed(tmp_path: Path, mlflow_uri: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     work = tmp_path / "_work"
-    with pytest.raises(TrainingDiverged), tracking.stage_run("diverge", "pretrain", {"lr": "inf"}, work) as run:
+    with pytest.raises(TrainingDiverged), tracking.stage_run(_identity("diverge", {"lr": "inf"}), work) as run:
         run_id = run.info.run_id
         _train(tmp_path, tiny_settings(learning_rate=math.inf, logging_steps=1), run=run)
     client = mlflow.MlflowClient(mlflow_uri)
@@ -220,10 +225,10 @@ def test_resumed_run_logs_one_mlflow_point_per_step(tmp_path: Path, mlflow_uri: 
                 raise RuntimeError("node lost")
 
     with pytest.raises(RuntimeError, match="node lost"), \
-            tracking.stage_run("resume", "pretrain", {"a": 1}, work) as run:
+            tracking.stage_run(_identity("resume", {"a": 1}), work) as run:
         run_id = run.info.run_id
         _train(tmp_path, settings, run=run, callbacks=[DieBeforeStep4()])
-    with tracking.stage_run("resume", "pretrain", {"a": 1}, work) as run:
+    with tracking.stage_run(_identity("resume", {"a": 1}), work) as run:
         assert run.info.run_id == run_id
         metrics = _train(tmp_path, settings, run=run)
     client = mlflow.MlflowClient(mlflow_uri)

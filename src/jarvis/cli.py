@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import NoReturn
 
 
-def _params(args: argparse.Namespace):
-    from jarvis.config import load_params
+def _resolver(args: argparse.Namespace):
+    """The stage resolver of the params file (jarvis.plan: the one resolution of every stage)."""
+    from jarvis.plan import load
 
-    return load_params(args.params)
+    return load(args.params)
 
 
 def _print_metrics(metrics: dict) -> int:
@@ -48,38 +49,39 @@ def _need_checkpoint(ckpt: Path, hint: str) -> None:
 def cmd_download(args: argparse.Namespace) -> int:
     from jarvis.stages import download
 
-    params = _params(args)
     kind, name = next((k, getattr(args, k)) for k in ("data", "llm", "tower") if getattr(args, k))
-    _known(params, {"data": "datasets", "llm": "llms", "tower": "towers"}[kind], name)
-    return _print_metrics(download.run(params, kind, name, update_lock=args.update_lock,
-                                       pin_checksums=args.pin_checksums))
+    r = _resolver(args)
+    _known(r.params, {"data": "datasets", "llm": "llms", "tower": "towers"}[kind], name)
+    return _print_metrics(download.run(r.resolve("download", component=kind, name=name),
+                                       update_lock=args.update_lock, pin_checksums=args.pin_checksums))
 
 
 def cmd_cache_features(args: argparse.Namespace) -> int:
     from jarvis.stages import cache_features
 
-    params = _params(args)
-    _known(params, "datasets", args.data)
-    _known(params, "towers", args.vision)
-    _known(params, "towers", args.target)
-    return _print_metrics(cache_features.run(params, args.data, args.vision, args.target))
+    r = _resolver(args)
+    _known(r.params, "datasets", args.data)
+    _known(r.params, "towers", args.vision)
+    _known(r.params, "towers", args.target)
+    plan = r.resolve("cache_features", data=args.data, vision=args.vision, target=args.target)
+    return _print_metrics(cache_features.run(plan))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from jarvis import paths
     from jarvis.launch import maybe_relaunch
 
-    params = _params(args)
-    settings = params.stage_training(args.experiment, args.command)  # unknown experiment: ConfigError, exit 2
-    if args.command == "finetune":
-        _need_checkpoint(paths.checkpoint_dir(args.experiment, "pretrain"),
-                         f"jarvis pretrain --experiment {args.experiment}")
-    maybe_relaunch(settings.nproc, settings.nodes)  # re-execs under torchrun when a stage needs several processes
+    r = _resolver(args)
+    _known(r.params, "experiments", args.experiment)
+    plan = r.resolve(args.command, experiment=args.experiment, seed=args.seed)
+    if plan.spec.init_from is not None:
+        _need_checkpoint(plan.spec.init_from, f"jarvis pretrain --experiment {args.experiment} --seed {args.seed}")
+    training = plan.spec.training
+    maybe_relaunch(training.nproc, training.nodes)  # re-execs under torchrun when a stage needs several processes
     from jarvis.launch import hard_exit
     from jarvis.stages import train
 
     try:
-        rc = _print_metrics(train.run(params, args.experiment, args.command))
+        rc = _print_metrics(train.run(plan))
     except SystemExit as exc:  # jarvis.training.Preempted: checkpoint saved, exit 128 + signal
         rc = exc.code if isinstance(exc.code, int) else 1
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -88,30 +90,30 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from jarvis import paths
     from jarvis.config import ConfigError
     from jarvis.stages import evaluate
 
-    params = _params(args)
-    data = params.experiment(args.experiment).data  # unknown experiment: ConfigError, exit 2
-    root = evaluate.benchmark_root(params, data, args.benchmark)
-    if not root.is_dir():
-        raise ConfigError(f"benchmark {args.benchmark!r}: no data under {root} (run `jarvis download --data {data}`)")
-    _need_checkpoint(paths.checkpoint_dir(args.experiment, "finetune"),
-                     f"jarvis finetune --experiment {args.experiment}")
-    return _print_metrics(evaluate.run(params, args.experiment, args.benchmark))
+    r = _resolver(args)
+    _known(r.params, "experiments", args.experiment)
+    plan = r.resolve("evaluate", experiment=args.experiment, seed=args.seed, benchmark=args.benchmark)
+    if not plan.spec.bench_root.is_dir():
+        data = r.params.experiment(args.experiment).data
+        raise ConfigError(f"benchmark {args.benchmark!r}: no data under {plan.spec.bench_root}"
+                          f" (run `jarvis download --data {data}`)")
+    _need_checkpoint(plan.spec.checkpoint, f"jarvis finetune --experiment {args.experiment} --seed {args.seed}")
+    return _print_metrics(evaluate.run(plan))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from jarvis.stages import report
 
-    return _print_metrics(report.run(_params(args)))
+    return _print_metrics(report.run(_resolver(args).resolve("report")))
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     from jarvis.eval import scorers
 
-    return scorers.run_score(args)
+    return scorers.main_score(args.rest)  # its arguments are the scorer's own (parsed there, not at start-up)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -143,13 +145,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_dag(args: argparse.Namespace) -> int:
     from jarvis import dag
+    from jarvis.io import write_text_atomic
 
-    params, _, stages = dag.load(args.params)
+    stages = dag.load(args.params)
     text = dag.render_dvc(stages)
     if args.action == "render":
-        tmp = Path("dvc.yaml.tmp")
-        tmp.write_text(text)
-        tmp.replace("dvc.yaml")
+        write_text_atomic("dvc.yaml", text)
         print(f"dvc.yaml: {len(stages)} stages")
         return 0
     if args.action == "check":
@@ -232,14 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
                         ("finetune", "stage 2: instruction-tune the projector and language model")):
         t = sub.add_parser(stage, help=text, description=text[0].upper() + text[1:] + ".")
         t.add_argument("--experiment", required=True, metavar="NAME",
-                       help="an experiment under `experiments:` in the params file")
+                       help="an experiment (or sweep variant) under `experiments:` / `sweeps:` in the params file")
+        t.add_argument("--seed", type=int, required=True, metavar="N", help="one of `run.seeds`")
         t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="answer one benchmark with the stage-2 model and score it",
                        description="Greedy answers of an experiment's stage-2 checkpoint on one benchmark, "
                                    "then its scores.")
     e.add_argument("--experiment", required=True, metavar="NAME",
-                   help="an experiment under `experiments:` in the params file")
+                   help="an experiment (or sweep variant) under `experiments:` / `sweeps:` in the params file")
+    e.add_argument("--seed", type=int, required=True, metavar="N", help="one of `run.seeds`")
     e.add_argument("--benchmark", required=True, choices=_benchmarks(), metavar="NAME",
                    help="one of: %(choices)s")
     e.set_defaults(func=cmd_evaluate)
@@ -248,11 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Collect every selected experiment's scores into tables and figures.")
     r.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("score", help="score an answers file of one benchmark (prints JSON)",
+    s = sub.add_parser("score", help="score an answers file of one benchmark (prints JSON)", add_help=False,
                        description="Score a Cambrian-format answers file (JSON lines) and print the scores.")
-    from jarvis.eval.scorers import add_score_arguments
-
-    add_score_arguments(s)
     s.set_defaults(func=cmd_score)
 
     ch = sub.add_parser("chat", help="answer one question about one image with a trained checkpoint",
@@ -312,7 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jarvis.progress import quiet_library_bars
 
     quiet_library_bars()  # before transformers / huggingface_hub are imported: they read it once
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "score":
+        args.rest = rest  # the scorer parses its own arguments (`jarvis score --help`)
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from jarvis.config import ConfigError

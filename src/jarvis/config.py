@@ -1,8 +1,8 @@
 """The schema of ``params.yaml`` (house rule 5: schema first, unknown keys rejected with their name).
 
 Every section is a frozen pydantic model with ``extra="forbid"``. Experiments reference named building blocks
-(LLMs, towers, datasets, training recipes, JEPA recipes); :func:`experiment_refs` returns the dotted params keys an
-experiment's stages read, which is what the DAG declares as DVC params / Snakemake ``params:`` (house rule 6).
+(LLMs, towers, datasets, training recipes, JEPA recipes). Which params keys a stage reads is not listed here: the
+stage resolver (jarvis.plan) records the keys it reads through a view over these models.
 
 Loading (issue 9) fails before any work, naming the dotted key: duplicated YAML keys (:mod:`jarvis.yamlsafe`, the
 loader of the CLI and the Snakefile alike), names outside :data:`SafeName` (they become paths, stage ids and command
@@ -18,7 +18,7 @@ import math
 import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -35,6 +35,8 @@ from pydantic import (
 from jarvis import yamlsafe
 
 TemplateName = Literal["plain", "vicuna_v1", "qwen2", "mistral"]
+JepaLossKind = Literal["cos", "smooth_l1"]  # the one list of JEPA losses (jarvis.losses, JarvisConfig read it)
+JEPA_LOSSES: tuple[str, ...] = get_args(JepaLossKind)
 TrainableGroup = Literal["projector", "mask_token", "jepa_head", "llm", "vision", "target"]
 BENCHMARKS = (
     *("cvbench_2d", "cvbench_3d", "mmvp", "blink", "mme", "mmstar", "pope", "gqa"),
@@ -412,16 +414,19 @@ class TrainingRecipe(_Strict):
     resources: Resources  # cluster requests; not declared as DVC params (they do not change results)
 
 
-class MaskParams(_Strict):
-    num_targets: int = Field(ge=1)  # a JEPA recipe without target blocks has no JEPA loss
-    target_scale: tuple[float, float]
-    context_scale: tuple[float, float]
-    aspect_ratio: tuple[float, float]
-    min_keep: int = Field(ge=0)
+class MaskSpec(_Strict):
+    """Multiblock mask hyper-parameters (jarvis.masking samples them; ``jepa.<name>.mask`` in params.yaml);
+    defaults are the reference's (paper-spec §4). A JEPA recipe needs at least one target block (JepaRecipe)."""
+
+    num_targets: int = Field(default=4, ge=0)
+    target_scale: tuple[float, float] = (0.15, 0.2)
+    context_scale: tuple[float, float] = (0.85, 1.0)
+    aspect_ratio: tuple[float, float] = (0.75, 1.5)
+    min_keep: int = Field(default=10, ge=0)
     targets_may_overlap: bool = True
 
     @model_validator(mode="after")
-    def _ranges(self) -> MaskParams:
+    def _ranges(self) -> MaskSpec:
         """Scales are fractions of the grid area in (0, 1]; every range is (min, max) with min <= max (I-JEPA)."""
         for key, upper in (("target_scale", 1.0), ("context_scale", 1.0), ("aspect_ratio", None)):
             lo, hi = getattr(self, key)
@@ -433,11 +438,17 @@ class MaskParams(_Strict):
 
 class JepaRecipe(_Strict):
     target: SafeName
-    loss: Literal["cos", "smooth_l1"]
+    loss: JepaLossKind
     weight: float = Field(ge=0)
     skip_prob: float = Field(ge=0, le=1)
     head: Literal["linear", "mlp"]
-    mask: MaskParams
+    mask: MaskSpec
+
+    @model_validator(mode="after")
+    def _targets(self) -> JepaRecipe:
+        if self.mask.num_targets < 1:  # the sampler allows 0; a JEPA recipe without target blocks has no JEPA loss
+            raise _KeyedError("mask.num_targets", f"{self.mask.num_targets}: a JEPA recipe needs at least 1 target")
+        return self
 
 
 class Evaluation(_Strict):
@@ -458,13 +469,37 @@ class Experiment(_Strict):
     data: SafeName
     training: SafeName
     baselines: list[SafeName] = []
-    # Per-experiment changes to its training recipe, e.g. {pretrain: {learning_rate: 2.0e-3}}; validated against
-    # the recipe schema. Declared as part of `experiments.<name>`, so an edit reruns only this experiment.
-    overrides: dict[Literal["pretrain", "finetune"], dict[str, Any]] = {}
+    jepa_layer: int | None = Field(default=None, ge=1)  # None: the LLM's default read-out layer
+    # Per-experiment changes to its training recipe or JEPA recipe, e.g. {pretrain: {learning_rate: 2.0e-3}} or
+    # {jepa: {skip_prob: 0.5, mask: {num_targets: 2}}}; validated against the recipe schema. Declared as part of
+    # `experiments.<name>`, so an edit reruns only this experiment.
+    overrides: dict[Literal["pretrain", "finetune", "jepa"], dict[str, Any]] = {}
+
+
+class Sweep(_Strict):
+    """Variants of one base experiment: values of experiment keys (jarvis.sweeps), as a grid (every combination)
+    or zipped lists (the i-th values together). Each variant is a full experiment, validated by the same schema;
+    its id is ``<base>--<key>-<value>[--...]``."""
+
+    base: SafeName
+    mode: Literal["grid", "zip"] = "grid"
+    values: dict[str, list[Any]] = Field(min_length=1)
+    paper_ref: str = ""
+
+    @model_validator(mode="after")
+    def _lists(self) -> Sweep:
+        for key, vals in self.values.items():
+            if not vals:
+                raise ValueError(f"values.{key}: empty list")
+        if self.mode == "zip" and len({len(v) for v in self.values.values()}) > 1:
+            raise ValueError(f"mode: zip needs lists of one length, got { {k: len(v) for k, v in self.values.items()} }")
+        return self
 
 
 class RunSelection(_Strict):
     experiments: list[SafeName] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)  # every training/evaluation stage runs once per seed
+    sweeps: list[SafeName] = []  # names in `sweeps`; their variants run too (x seeds)
     benchmarks: list[Literal[BENCHMARKS]]  # type: ignore[valid-type]
 
     @model_validator(mode="after")
@@ -478,7 +513,7 @@ class RunSelection(_Strict):
 
 
 class Params(_Strict):
-    seed: int
+    seed: int  # shared building blocks only (scratch LM/tower init, stage 0); runs take theirs from run.seeds
     run: RunSelection
     llms: dict[SafeName, LLMSpec]
     towers: dict[SafeName, TowerSpec]
@@ -487,6 +522,7 @@ class Params(_Strict):
     jepa: dict[SafeName, JepaRecipe]
     evaluation: Evaluation
     experiments: dict[SafeName, Experiment]
+    sweeps: dict[SafeName, Sweep] = {}
 
     @model_validator(mode="after")
     def _references(self) -> Params:
@@ -502,14 +538,19 @@ class Params(_Strict):
             for b in exp.baselines:
                 if b not in self.experiments:
                     raise ValueError(f"experiments.{name}.baselines: unknown experiment {b!r}")
-            for stage, override in exp.overrides.items():
-                base = getattr(self.training[exp.training], stage).model_dump()
+            if "jepa" in exp.overrides and exp.jepa is None:
+                raise ValueError(f"experiments.{name}.overrides.jepa: the experiment has no JEPA recipe (jepa: null)")
+            if exp.jepa_layer is not None and exp.jepa is None:
+                raise ValueError(f"experiments.{name}.jepa_layer: the experiment has no JEPA recipe (jepa: null)")
+            for stage in exp.overrides:
                 try:
-                    StageTraining.model_validate({**base, **override})
+                    recipe = self.stage_training(name, stage) if stage != "jepa" else self.jepa_recipe(name)
                 except ValidationError as err:
                     raise ValueError(
                         _format_error(err).replace("params.yaml is invalid:\n  ", f"experiments.{name}.overrides.{stage}.")
                     ) from None
+                if stage == "jepa" and recipe.target not in self.towers:
+                    raise ValueError(f"experiments.{name}.overrides.jepa.target: unknown tower {recipe.target!r}")
             if exp.jepa is not None and not exp.bidir_visual_attn:
                 raise ValueError(f"experiments.{name}: JEPA needs bidir_visual_attn: true (paper-spec §6)")
         for name, recipe in self.jepa.items():
@@ -518,6 +559,14 @@ class Params(_Strict):
         for name in self.run.experiments:
             if name not in self.experiments:
                 raise ValueError(f"run.experiments: unknown experiment {name!r} (known: {sorted(self.experiments)})")
+        if len(set(self.run.seeds)) != len(self.run.seeds):
+            raise ValueError(f"run.seeds: repeated seeds {self.run.seeds}")
+        for name in self.run.sweeps:
+            if name not in self.sweeps:
+                raise ValueError(f"run.sweeps: unknown sweep {name!r} (known: {sorted(self.sweeps)})")
+        for name, sweep in self.sweeps.items():
+            if sweep.base not in self.experiments:
+                raise ValueError(f"sweeps.{name}.base: unknown experiment {sweep.base!r}")
         for name, llm in self.llms.items():
             if llm.tokenizer is not None and llm.tokenizer.corpus not in self.datasets:
                 raise ValueError(f"llms.{name}.tokenizer.corpus: unknown dataset {llm.tokenizer.corpus!r}")
@@ -547,7 +596,7 @@ class Params(_Strict):
             dup = sorted({b for b in exp.baselines if exp.baselines.count(b) > 1})
             if dup:
                 raise ValueError(f"experiments.{name}.baselines: listed more than once: {dup}")
-            recipe = self.jepa[exp.jepa] if exp.jepa is not None else None
+            recipe = self.jepa_recipe(name)  # with the experiment's overrides
             combo = (exp.data, exp.vision, recipe.target if recipe else None)
             if self.stage_training(name, "pretrain").use_feature_cache:
                 from jarvis.paths import cache_key
@@ -573,16 +622,14 @@ class Params(_Strict):
         grid = self.towers[self.experiments[exp].vision].grid()
         if grid is None:
             return  # hub tower: jarvis.masking checks at the first batch
-        from jarvis.masking import MaskSpec, check_spec
+        from jarvis.masking import check_spec
 
         m = recipe.mask
         key = f"jepa.{recipe_name}.mask"
         if min(grid) < 2:
             raise ValueError(f"{key}: the grid {grid} of towers.{self.experiments[exp].vision} is below 2x2")
         try:
-            check_spec(grid, MaskSpec(num_targets=m.num_targets, target_scale=m.target_scale,
-                                      context_scale=m.context_scale, aspect_ratio=m.aspect_ratio,
-                                      min_keep=m.min_keep, targets_may_overlap=m.targets_may_overlap))
+            check_spec(grid, m)
         except ValueError as err:
             raise ValueError(f"{key}.min_keep: {err} (experiment {exp})") from None
 
@@ -596,11 +643,28 @@ class Params(_Strict):
         e = self.experiment(exp)
         base: StageTraining = getattr(self.training[e.training], stage)
         override = e.overrides.get(stage)
-        return StageTraining.model_validate({**base.model_dump(), **override}) if override else base
+        return StageTraining.model_validate(merge(base.model_dump(), override)) if override else base
 
     def jepa_recipe(self, exp: str) -> JepaRecipe | None:
-        ref = self.experiment(exp).jepa
-        return None if ref is None else self.jepa[ref]
+        """The experiment's JEPA recipe with its overrides (stage 1 only: stage 2 never reads it, paper-spec §8)."""
+        e = self.experiment(exp)
+        if e.jepa is None:
+            return None
+        base = self.jepa[e.jepa]
+        override = e.overrides.get("jepa")
+        return JepaRecipe.model_validate(merge(base.model_dump(), override)) if override else base
+
+    def jepa_layer(self, exp: str) -> int:
+        e = self.experiment(exp)
+        return e.jepa_layer if e.jepa_layer is not None else self.llms[e.llm].jepa_layer
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` applied recursively (nested dicts merge, everything else replaces)."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _format_error(err: ValidationError) -> str:
@@ -703,46 +767,6 @@ def reject_runner_config(config: dict[str, Any], runner: str = "snakemake") -> N
             f"{runner} --config/--configfile is not applied ({keys}): params.yaml is the only knob, and every stage"
             " reads it. Edit params.yaml, or use `dvc exp run -S <dotted.key>=<value>` for a one-off change."
         )
-
-
-# ------------------------------------------------------------ declared params (the DAG's params closure)
-def component_refs(params: Params, kind: str, name: str) -> list[str]:
-    """Dotted params keys read when materialising one building block (download stage)."""
-    if kind == "llm":
-        llm = params.llms[name]
-        keys = [f"llms.{name}"]
-        for data in {llm.tokenizer.corpus if llm.tokenizer else None, llm.text_pretrain.data if llm.text_pretrain else None}:
-            if data is not None:
-                keys.append(f"datasets.{data}")
-        return sorted(set(keys), key=keys.index)
-    if kind == "tower":
-        return [f"towers.{name}"]
-    if kind == "data":
-        return [f"datasets.{name}"]
-    raise ValueError(kind)
-
-
-def experiment_refs(params: Params, exp: str, stage: str) -> list[str]:
-    """Dotted params keys a stage of ``exp`` reads — its exact DVC ``params:`` list."""
-    e = params.experiment(exp)
-    recipe = params.jepa_recipe(exp)
-    keys = ["seed", f"experiments.{exp}", f"llms.{e.llm}", f"towers.{e.vision}", f"datasets.{e.data}"]
-    if stage == "cache_features":  # stage-1 images, always resize + centre-crop (paper-spec §3)
-        keys = [f"towers.{e.vision}", f"datasets.{e.data}"]
-        if recipe is not None:
-            keys.append(f"towers.{recipe.target}")
-        return keys
-    if stage == "pretrain":
-        keys.append(f"training.{e.training}.pretrain")
-        if recipe is not None:
-            keys += [f"jepa.{e.jepa}", f"towers.{recipe.target}"]
-    elif stage == "finetune":
-        keys += [f"training.{e.training}.finetune"]
-    elif stage == "evaluate":
-        keys = [f"experiments.{exp}.llm", f"llms.{e.llm}.chat_template", f"datasets.{e.data}", "evaluation"]
-    else:
-        raise ValueError(f"unknown stage {stage!r}")
-    return keys
 
 
 def lookup(raw: dict[str, Any], dotted: str) -> Any:

@@ -1,135 +1,29 @@
-"""The stage graph, declared once (house rule 6).
+"""The stage graph, declared once (house rule 6): rendered from stage plans.
 
-``build_stages(params)`` expands the experiments and benchmarks selected in ``params.yaml`` into literal ``Stage``
-records. ``dvc.yaml`` is rendered from them (``jarvis dag render``; a test checks it is fresh) and
-``workflow/rules/stages.smk`` loops over the same records, so the two runners cannot drift apart.
+``jarvis.plan.Resolver.graph`` expands the experiments, selected sweeps, seeds and benchmarks of ``params.yaml`` into
+:class:`~jarvis.plan.StagePlan` records. ``dvc.yaml`` is rendered from them (``jarvis dag render``; a test checks it
+is fresh) and ``workflow/rules/stages.smk`` loops over the same records, so the two runners cannot drift apart.
+A plan's deps are its code (the import closure of its command) and its upstream outputs; its params are the keys
+its resolution read.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from jarvis import paths
-from jarvis.config import Params, component_refs, experiment_refs, load_raw, lookup
-
-# Source files each kind of stage runs (DVC `deps`; Snakemake `input`), so a code change reruns what it affects.
-_CODE = {
-    "download-data": ["src/jarvis/stages/download.py", "src/jarvis/data/synthetic.py",
-                      "src/jarvis/eval/synthetic_bench.py"],
-    "download-llm": ["src/jarvis/stages/download.py", "src/jarvis/stages/text_pretrain.py",
-                     "src/jarvis/data/tokenizer.py", "src/jarvis/data/templates.py"],
-    "download-tower": ["src/jarvis/stages/download.py", "src/jarvis/model/vision.py"],
-    "cache_features": ["src/jarvis/stages/cache_features.py", "src/jarvis/model/vision.py",
-                       "src/jarvis/data/images.py", "src/jarvis/data/dataset.py"],
-    "pretrain": ["src/jarvis/stages/train.py", "src/jarvis/training.py", "src/jarvis/model", "src/jarvis/masking.py",
-                 "src/jarvis/losses.py", "src/jarvis/data", "workflow/deepspeed/zero2.json"],
-    "finetune": ["src/jarvis/stages/train.py", "src/jarvis/training.py", "src/jarvis/model", "src/jarvis/losses.py",
-                 "src/jarvis/data", "workflow/deepspeed/zero3.json"],
-    "evaluate": ["src/jarvis/stages/evaluate.py", "src/jarvis/eval", "src/jarvis/model", "src/jarvis/data"],
-    "report": ["src/jarvis/report.py", "src/jarvis/eval/scorers.py"],
-}
+from jarvis.plan import StagePlan as Stage
 
 
-@dataclass(frozen=True)
-class Stage:
-    id: str
-    kind: str
-    cmd: str
-    deps: tuple[str, ...]
-    outs: tuple[str, ...]
-    params: tuple[str, ...]
-    metrics: tuple[str, ...] = ()
-    plots: tuple[str, ...] = ()
-    resources: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-    experiment: str | None = None
+def build_stages(params: Any, raw: dict[str, Any]) -> list[Stage]:
+    """All stage plans of ``run``, in topological order."""
+    from jarvis.plan import Resolver
 
-    @property
-    def log(self) -> str:
-        return str(paths.log_file(self.id))
-
-
-def _p(path: Path) -> str:
-    return path.as_posix()
-
-
-def build_stages(params: Params) -> list[Stage]:
-    """All stages needed by ``run.experiments`` x ``run.benchmarks``, in topological order."""
-    stages: dict[str, Stage] = {}
-    exps = params.run.experiments
-    first_recipe = params.training[params.experiment(exps[0]).training]
-
-    def res(recipe_name: str, kind: str) -> dict[str, Any]:
-        return getattr(params.training[recipe_name].resources, kind).model_dump()
-
-    def add(stage: Stage) -> None:
-        stages.setdefault(stage.id, stage)
-
-    def download(kind: str, name: str, recipe: str) -> str:
-        out = {"data": paths.dataset_dir, "llm": paths.llm_dir, "tower": paths.tower_dir}[kind](name)
-        deps = list(_CODE[f"download-{kind}"])
-        if kind == "llm":
-            llm = params.llms[name]
-            for data in dict.fromkeys(d for d in (llm.tokenizer and llm.tokenizer.corpus,
-                                                   llm.text_pretrain and llm.text_pretrain.data) if d):
-                deps.append(download("data", data, recipe))
-        add(Stage(id=f"download-{kind}-{name}", kind="download", cmd=f"jarvis download --{kind} {name}",
-                  deps=tuple(deps), outs=(_p(out),), params=tuple(component_refs(params, kind, name)),
-                  resources=res(recipe, "download")))
-        return _p(out)
-
-    for exp in exps:
-        e = params.experiment(exp)
-        recipe = params.jepa_recipe(exp)
-        target = recipe.target if recipe else None
-        data = download("data", e.data, e.training)
-        llm = download("llm", e.llm, e.training)
-        vision = download("tower", e.vision, e.training)
-        towers = [vision] + ([download("tower", target, e.training)] if target else [])
-
-        pre = params.stage_training(exp, "pretrain")
-        pre_deps = [data, llm, *towers]
-        if pre.use_feature_cache:
-            key = paths.cache_key(e.data, e.vision, target)
-            cache_out = _p(paths.features_dir(key))
-            cmd = f"jarvis cache-features --data {e.data} --vision {e.vision}" + (f" --target {target}" if target else "")
-            add(Stage(id=f"cache_features-{key}", kind="cache_features", cmd=cmd,
-                      deps=tuple(_CODE["cache_features"] + [data, *towers]), outs=(cache_out,),
-                      params=tuple(experiment_refs(params, exp, "cache_features")),
-                      resources=res(e.training, "cache_features")))
-            pre_deps.append(cache_out)
-
-        for stage, deps in (("pretrain", pre_deps), ("finetune", [data, _p(paths.checkpoint_dir(exp, "pretrain"))])):
-            settings = params.stage_training(exp, stage)
-            r = res(e.training, stage)
-            r.update(nodes=settings.nodes, nproc=settings.nproc)
-            add(Stage(id=f"{stage}-{exp}", kind=stage, cmd=f"jarvis {stage} --experiment {exp}",
-                      deps=tuple(_CODE[stage] + deps),
-                      outs=(_p(paths.checkpoint_dir(exp, stage)), _p(paths.history_file(exp, stage))),
-                      metrics=(_p(paths.metrics_file(exp, stage)),),
-                      params=tuple(experiment_refs(params, exp, stage)), resources=r, experiment=exp))
-
-        for bench in params.run.benchmarks:
-            add(Stage(id=f"evaluate-{exp}-{bench}", kind="evaluate",
-                      cmd=f"jarvis evaluate --experiment {exp} --benchmark {bench}",
-                      deps=tuple(_CODE["evaluate"] + [data, _p(paths.checkpoint_dir(exp, "finetune"))]),
-                      outs=(_p(paths.answers_file(exp, bench)),), metrics=(_p(paths.scores_file(exp, bench)),),
-                      params=tuple(experiment_refs(params, exp, "evaluate")),
-                      resources=res(e.training, "evaluate"), experiment=exp))
-
-    report_deps = [_p(paths.scores_file(x, b)) for x in exps for b in params.run.benchmarks]
-    report_deps += [_p(paths.history_file(x, "pretrain")) for x in exps]
-    rep = paths.reports_dir()
-    add(Stage(id="report", kind="report", cmd="jarvis report", deps=tuple(_CODE["report"] + report_deps),
-              outs=tuple(_p(rep / name) for name in ("table.csv", "table.md", "deltas.csv", "loss_curves.png",
-                                                      "scores.png")),
-              metrics=(_p(rep / "summary.json"),), params=("run", "evaluation.mode"),
-              resources=first_recipe.resources.report.model_dump()))
-    return list(stages.values())
+    return Resolver(params, raw).graph()
 
 
 def final_targets(stages: list[Stage]) -> list[str]:
@@ -155,29 +49,21 @@ def render_dvc(stages: list[Stage]) -> str:
         if s.metrics:
             entry["metrics"] = [{m: {"cache": False}} for m in s.metrics]
         doc["stages"][s.id] = entry
-    doc["plots"] = [{"runs/*/pretrain/history.jsonl": {"x": "step", "y": ["loss_ntp", "loss_jepa"]}}]
+    doc["plots"] = [{"runs/*/*/pretrain/history.jsonl": {"x": "step", "y": ["loss_ntp", "loss_jepa"]}}]
     header = ("# GENERATED by `jarvis dag render` from params.yaml + src/jarvis/dag.py -- do not edit by hand.\n"
               "# tests/test_dag.py fails when this file is stale.\n")
     return header + yaml.safe_dump(doc, sort_keys=False, width=120)
 
 
-def load(params_path: str | Path = paths.PARAMS) -> tuple[Params, dict[str, Any], list[Stage]]:
-    from jarvis.config import load_params
+def load(params_path: str | Path = paths.PARAMS) -> list[Stage]:
+    from jarvis.plan import load as load_resolver
 
-    params = load_params(params_path)
-    return params, load_raw(params_path), build_stages(params)
+    return load_resolver(params_path).graph()
 
 
 def snakemake_inputs(stage: Stage) -> list[str]:
-    """Snakemake compares mtimes, and a directory's mtime ignores edits to the files inside it: list code files."""
-    out: list[str] = []
-    for dep in stage.deps:
-        p = Path(dep)
-        if dep.startswith("src/") and p.is_dir():
-            out += sorted(f.as_posix() for f in p.rglob("*.py"))
-        else:
-            out.append(dep)
-    return out
+    """Code files and upstream outputs (code deps are files, never directories: Snakemake compares mtimes)."""
+    return list(stage.deps)
 
 
 
@@ -211,7 +97,7 @@ def _ledger_fresh(lock: dict[str, Any], stage: Stage, values: dict[str, Any], pr
     return True
 
 
-def sync_params_files(raw: dict[str, Any], stages: list[Stage], lock_path: Path = Path("dvc.lock")) -> list[str]:
+def sync_params_files(stages: list[Stage], lock_path: Path = Path("dvc.lock")) -> list[str]:
     """Write one JSON file per stage with its declared param values; Snakemake takes it as an input.
 
     dvc.lock is the shared ledger of which params and upstream outputs produced which outputs (Snakemake writes it
@@ -221,19 +107,19 @@ def sync_params_files(raw: dict[str, Any], stages: list[Stage], lock_path: Path 
     """
     import os
 
+    from jarvis.io import write_text_atomic
+
     lock = (yaml.safe_load(lock_path.read_text()) or {}) if lock_path.is_file() else {}
     producer = {o: s.id for s in stages for o in (*s.outs, *s.metrics)}
     PARAMS_DIR.mkdir(parents=True, exist_ok=True)
     stale = []
     for s in stages:
-        values = {k: lookup(raw, k) for k in s.params}
+        values = dict(s.values)
         text = json.dumps(values, sort_keys=True, indent=1) + "\n"
         path = Path(params_file(s))
         fresh = _ledger_fresh(lock, s, values, producer)
         if not (path.is_file() and path.read_text() == text):
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+            write_text_atomic(path, text)
         if fresh:
             os.utime(path, (_OLD, _OLD))
         else:

@@ -8,14 +8,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
+from jarvis.config import JEPA_LOSSES, JepaLossKind
+
 IGNORE_INDEX = -100
 
-JepaLossKind = Literal["cos", "smooth_l1"]
 
 
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -61,7 +60,7 @@ def jepa_loss(pred: torch.Tensor, target: torch.Tensor, kind: JepaLossKind) -> t
         per_elem = F.smooth_l1_loss(pred, target, reduction="none")  # (B_img, M, Kt, Dt)
         per_block = per_elem.mean(dim=(0, 2, 3))  # (M,)
     else:
-        raise ValueError(f"unknown JEPA loss kind {kind!r}; expected 'cos' or 'smooth_l1'")
+        raise ValueError(f"unknown JEPA loss kind {kind!r}; expected one of {JEPA_LOSSES}")
     return per_block.mean()
 
 

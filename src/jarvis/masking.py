@@ -29,36 +29,13 @@ from dataclasses import dataclass
 
 import torch
 
+from jarvis.config import MaskSpec  # the schema of jepa.<name>.mask; re-exported for the sampler's callers
 from jarvis.seeding import make_generator
 
 logger = logging.getLogger(__name__)
 
 # Failures in a row before one more target constraint is dropped (I-JEPA's timeout).
 _RELAX_AFTER = 20
-
-
-@dataclass(frozen=True)
-class MaskSpec:
-    """Multiblock hyper-parameters; defaults are the reference's (paper-spec §4 table)."""
-
-    num_targets: int = 4
-    target_scale: tuple[float, float] = (0.15, 0.2)
-    context_scale: tuple[float, float] = (0.85, 1.0)
-    aspect_ratio: tuple[float, float] = (0.75, 1.5)
-    min_keep: int = 10
-    targets_may_overlap: bool = True
-
-    def __post_init__(self) -> None:
-        if self.num_targets < 0:
-            raise ValueError(f"MaskSpec.num_targets must be >= 0, got {self.num_targets}")
-        for name in ("target_scale", "context_scale", "aspect_ratio"):
-            lo, hi = getattr(self, name)
-            if not 0 < lo <= hi:
-                raise ValueError(f"MaskSpec.{name} must satisfy 0 < lo <= hi, got {(lo, hi)}")
-        if self.target_scale[1] > 1 or self.context_scale[1] > 1:
-            raise ValueError("MaskSpec scales are fractions of the grid area and must be <= 1")
-        if self.min_keep < 0:
-            raise ValueError(f"MaskSpec.min_keep must be >= 0, got {self.min_keep}")
 
 
 @dataclass(frozen=True)

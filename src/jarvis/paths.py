@@ -94,32 +94,33 @@ def features_dir(key: str) -> Path:
     return _under(Path("features"), (key, "feature cache"))
 
 
-def run_dir(exp: str, stage: str) -> Path:
-    return _under(Path("runs"), (exp, "experiment"), (stage, "stage"))
+def run_dir(exp: str, seed: int, stage: str) -> Path:
+    """One training run: ``runs/<experiment>/s<seed>/<stage>`` (seeds are an axis of the graph)."""
+    return _under(Path("runs"), (exp, "experiment"), (f"s{int(seed)}", "seed"), (stage, "stage"))
 
 
-def checkpoint_dir(exp: str, stage: str) -> Path:
-    return run_dir(exp, stage) / "model"
+def checkpoint_dir(exp: str, seed: int, stage: str) -> Path:
+    return run_dir(exp, seed, stage) / "model"
 
 
-def metrics_file(exp: str, stage: str) -> Path:
-    return run_dir(exp, stage) / "metrics.json"
+def metrics_file(exp: str, seed: int, stage: str) -> Path:
+    return run_dir(exp, seed, stage) / "metrics.json"
 
 
-def history_file(exp: str, stage: str) -> Path:
-    return run_dir(exp, stage) / "history.jsonl"
+def history_file(exp: str, seed: int, stage: str) -> Path:
+    return run_dir(exp, seed, stage) / "history.jsonl"
 
 
-def eval_dir(exp: str, bench: str) -> Path:
-    return _under(Path("runs"), (exp, "experiment"), ("eval", "eval"), (bench, "benchmark"))
+def eval_dir(exp: str, seed: int, bench: str) -> Path:
+    return run_dir(exp, seed, "eval") / check_component(bench, "benchmark")
 
 
-def answers_file(exp: str, bench: str) -> Path:
-    return eval_dir(exp, bench) / "answers.jsonl"
+def answers_file(exp: str, seed: int, bench: str) -> Path:
+    return eval_dir(exp, seed, bench) / "answers.jsonl"
 
 
-def scores_file(exp: str, bench: str) -> Path:
-    return eval_dir(exp, bench) / "scores.json"
+def scores_file(exp: str, seed: int, bench: str) -> Path:
+    return eval_dir(exp, seed, bench) / "scores.json"
 
 
 def reports_dir() -> Path:
@@ -130,6 +131,7 @@ def log_file(stage_id: str) -> Path:
     return inside_root(Path("logs") / f"{check_component(stage_id, 'stage id')}.log", "log file")
 
 
-def work_dir(exp: str, stage: str) -> Path:
+def work_dir(stage_id: str) -> Path:
+    """Scratch of one stage (resumable checkpoints, MLflow run id), ``_work/<stage id>``."""
     base = Path(os.environ.get("JARVIS_SCRATCH", "_work"))
-    return base / check_component(exp, "experiment") / check_component(stage, "stage")  # base: env, may be anywhere
+    return base / check_component(stage_id, "stage id")  # base: env, may be anywhere

@@ -10,9 +10,11 @@ is the number tabulate.py would report, benchmarks-spec.md §2) and the stage-1 
   ``general_hera``: GQA, POPE, MME/20, MMBench, SEED. Each average uses the members present for *every* row, so
   rows stay comparable; the members used are listed in ``summary.json``.
 
-Seeds: experiments named ``<name>__s<k>`` (or an explicit grouping) are pooled into one row: mean ± the 95 %
-t-interval half-width, t_{0.975, n-1}·s/√n. Deltas of each arm against its baselines are differences of means; when
-both sides have the same seed ids the interval is the paired t-interval over seeds.
+Seeds: runs named ``<arm>__s<k>`` (or an explicit grouping) are pooled into one row: mean ± the 95 %
+t-interval half-width, t_{0.975, n-1}·s/√n (scipy). Deltas of each arm against its baselines are paired
+differences over the seeds both sides ran, with their paired t-interval. Every single run's score also carries its
+number of questions and a 95 % Wilson interval over questions (pairs for MMVP), so a one-question delta reads as
+noise; scores that are not a proportion of questions (MME's summed score, F1) get no Wilson interval.
 """
 
 from __future__ import annotations
@@ -86,6 +88,39 @@ def read_loss_history(path: str | Path) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------- numbers
+def wilson(successes: float, n: float, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion, in percent."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (100 * (centre - half), 100 * (centre + half))
+
+
+def run_interval(scores: Mapping[str, Any]) -> dict[str, Any]:
+    """Number of questions and the per-run Wilson interval of one scores file."""
+    n_q = int(scores.get("n_questions", scores.get("n", 0)))
+    metric = scores.get("metric")
+    if metric == "pair_accuracy" and scores.get("pairs"):
+        lo, hi = wilson(float(scores["pairs_correct"]), float(scores["pairs"]))
+        units = float(scores["pairs"])
+    elif metric == "accuracy" and scores.get("n"):
+        lo, hi = wilson(float(scores["overall"]) / 100 * scores["n"], float(scores["n"]))
+        units = float(scores["n"])
+    else:
+        lo = hi = units = float("nan")
+    return {"n_questions": n_q, "units": units, "wilson_lo": lo, "wilson_hi": hi}
+
+
+def _intervals(score_files: Mapping[tuple[str, str], str | Path]) -> dict[str, dict[str, dict[str, Any]]]:
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for (exp, bench), path in score_files.items():
+        out.setdefault(exp, {})[bench] = run_interval(_read_scores(Path(path)))
+    return out
+
+
 def _values(score_files: Mapping[tuple[str, str], str | Path]) -> dict[str, dict[str, float]]:
     """experiment -> benchmark -> overall, with the derived CV-Bench columns."""
     vals: dict[str, dict[str, float]] = {}
@@ -157,6 +192,25 @@ def _cell(xs: list[float]) -> dict[str, Any]:
     return {"mean": float(np.mean(xs)), "ci95": ci95(xs), "n": len(xs), "values": xs}
 
 
+def _run_markdown(vals: dict[str, dict[str, float]], ivals: dict[str, dict[str, dict[str, Any]]],
+                  cols: list[str]) -> str:
+    """Per-run scores with [Wilson 95 %] and the number of questions."""
+    benches = [c for c in cols if any(c in ivals.get(r, {}) for r in vals)]
+    lines = ["### Per run (95 % Wilson interval over questions; n = questions)", "",
+             "| run | " + " | ".join(benches) + " |", "|---" * (len(benches) + 1) + "|"]
+    for run in sorted(vals):
+        cells = []
+        for b in benches:
+            iv = ivals.get(run, {}).get(b)
+            if b not in vals[run] or iv is None:
+                cells.append("—")
+                continue
+            w = "" if math.isnan(iv["wilson_lo"]) else f" [{iv['wilson_lo']:.1f}, {iv['wilson_hi']:.1f}]"
+            cells.append(f"{vals[run][b]:.2f}{w} n={iv['n_questions']}")
+        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------------------------- tables
 def _fmt(c: dict[str, Any] | None, signed: bool = False) -> str:
     if c is None:
@@ -209,8 +263,9 @@ def _deltas(
                 b = {_seed_of(e): vals[e][c] for e in groups[base] if c in vals[e]}
                 if not a or not b:
                     continue
-                if len(a) > 1 and set(a) == set(b):  # paired over seeds
-                    row[c] = _cell([a[k] - b[k] for k in sorted(a)]) | {"paired": True}
+                common = sorted(set(a) & set(b))
+                if common:  # paired differences over the seeds both arms ran
+                    row[c] = _cell([a[k] - b[k] for k in common]) | {"paired": True}
                 else:
                     row[c] = {
                         "mean": float(np.mean(list(a.values())) - np.mean(list(b.values()))),
@@ -247,7 +302,8 @@ def _plot_losses(histories: Mapping[str, str | Path], path: Path) -> None:
     _save_fig(fig, path)
 
 
-def _plot_scores(rows: dict[str, dict[str, Any]], cols: list[str], path: Path) -> None:
+def _plot_scores(rows: dict[str, dict[str, Any]], cols: list[str], path: Path, title: str = "Benchmark scores"
+                 ) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,9 +323,37 @@ def _plot_scores(rows: dict[str, dict[str, Any]], cols: list[str], path: Path) -
         ax.bar(x + (k - (len(rows) - 1) / 2) * width, means, width, yerr=errs, capsize=3, label=name)
     ax.set_xticks(x, [c + (" /20" if c in GROUP_SCALE else "") for c in cols], rotation=30, ha="right")
     ax.set_ylabel("score (%; MME Perception / 20)")
-    ax.set_title("Benchmark scores (error bars: 95% CI over seeds)")
+    seeds = min((c["n"] for r in rows.values() for c in r.values()), default=1)
+    ax.set_title(f"{title} (error bars: 95% CI over {seeds} seeds)" if seeds >= 2
+                 else f"{title} (one seed per row: no interval over seeds)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
+    _save_fig(fig, path)
+
+
+def _plot_sweep(rows: dict[str, dict[str, Any]], cols: list[str], path: Path, name: str) -> None:
+    """Each benchmark and group average against the swept value, with seed intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(rows)
+    cols = [c for c in cols if any(c in r for r in rows.values())]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(labels) + 3), 4.5), constrained_layout=True)
+    x = np.arange(len(labels))
+    for c in cols:
+        s = GROUP_SCALE.get(c, 1.0)
+        means = [rows[v][c]["mean"] * s if c in rows[v] else np.nan for v in labels]
+        errs = [0.0 if c not in rows[v] or math.isnan(rows[v][c]["ci95"]) else rows[v][c]["ci95"] * s
+                for v in labels]
+        ax.errorbar(x, means, yerr=errs, marker="o", capsize=3, label=c + (" /20" if c in GROUP_SCALE else ""))
+    ax.set_xticks(x, labels, rotation=20, ha="right")
+    ax.set_ylabel("score (%)")
+    seeds = min((c["n"] for r in rows.values() for c in r.values()), default=1)
+    ax.set_title(f"sweep {name}" + (f" (95% CI over {seeds} seeds)" if seeds >= 2 else " (one seed: no interval)"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
     _save_fig(fig, path)
 
 
@@ -300,6 +384,7 @@ def build_report(
     out_dir: str | Path,
     baselines: Mapping[str, Sequence[str]] | None = None,
     seed_groups: Mapping[str, Sequence[str]] | None = None,
+    sweeps: Mapping[str, Sequence[tuple[str, str]]] | None = None,
 ) -> dict[str, Any]:
     """Write ``table.csv``, ``table.md``, ``deltas.csv``, ``summary.json``, ``loss_curves.png``, ``scores.png``.
 
@@ -327,7 +412,15 @@ def build_report(
 
     md = "# JARVIS reproduction: results\n\n" + _markdown("Scores", rows, cols)
     if deltas:
-        md += "\n" + _markdown("Deltas against baselines", deltas, cols, signed=True)
+        md += "\n" + _markdown("Deltas against baselines (paired over seeds)", deltas, cols, signed=True)
+    ivals = _intervals(score_files)
+    md += "\n" + _run_markdown(vals, ivals, cols)
+    sweep_files: dict[str, Path] = {}
+    for name, variants in (sweeps or {}).items():
+        srows = {f"{label}": rows[v] for v, label in variants if v in rows}
+        md += "\n" + _markdown(f"Sweep {name}", srows, cols)
+        sweep_files[f"sweep_{name}_png"] = out / f"sweep-{name}.png"
+        _plot_sweep(srows, cols, sweep_files[f"sweep_{name}_png"], name)
     md += "\nGroup averages use: " + "; ".join(f"{k} = {', '.join(v)}" for k, v in used.items()) + "\n"
     files = {
         "table_csv": out / "table.csv",
@@ -338,6 +431,7 @@ def build_report(
     }
     write_bytes_atomic(files["table_csv"], _csv(rows, cols).encode())
     write_bytes_atomic(files["deltas_csv"], _csv(deltas, cols).encode())
+    files.update(sweep_files)
     write_bytes_atomic(files["table_md"], md.encode())
     _plot_scores(rows, cols, files["scores_png"])
     if loss_histories:
@@ -349,6 +443,7 @@ def build_report(
         "deltas": deltas,
         "groups_used": used,
         "seed_groups": groups,
+        "runs": ivals,
         "files": {k: str(v) for k, v in files.items()},
     }
     write_bytes_atomic(files["summary"], json.dumps(_no_nan(summary), indent=2, allow_nan=False).encode())

@@ -3,7 +3,9 @@
 - Store: ``sqlite:///<project root>/mlruns/mlflow.db`` (absolute, so jobs in other working directories share it;
   stack-facts §5), artifacts under ``<root>/mlruns/artifacts``. ``MLFLOW_TRACKING_URI`` overrides the store.
   The file store is in maintenance mode in MLflow 3.17 and is not used.
-- Names: MLflow experiment ``jarvis/<experiment>``, run ``<experiment>/<stage>``.
+- Names and tags come from the stage plan (jarvis.plan): MLflow experiment ``jarvis/<experiment>`` (``components``
+  for shared building blocks, ``pipeline`` for the report), run ``<experiment>/s<seed>/<stage>``, tag
+  ``jarvis.stage_id`` = the DAG stage id, for every stage kind.
 - Every stage run is opened with :func:`stage_run` on rank 0 (other ranks get None); the Trainer's MLflowCallback
   logs into it because it only starts its own run when none is active (transformers ``integration_utils.py``,
   ``MLflowCallback.setup``) -- so ``MLFLOW_RUN_ID`` / ``MLFLOW_NESTED_RUN`` must stay unset.
@@ -21,8 +23,10 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +66,14 @@ def experiment_name(experiment: str) -> str:
     return f"jarvis/{experiment}"
 
 
-def run_name(experiment: str, stage: str) -> str:
-    return f"{experiment}/{stage}"
+@dataclass(frozen=True)
+class RunIdentity:
+    """What names and tags one stage's MLflow run (a StagePlan's view of itself: ``plan.identity``)."""
 
-
-def stage_id(experiment: str, stage: str) -> str:
-    """The DAG's stage id, ``<kind>-<exp>`` (design.md "Stages and outputs")."""
-    return f"{stage}-{experiment}"
+    experiment: str  # MLflow experiment suffix: jarvis/<experiment>
+    run_name: str
+    tags: tuple[tuple[str, str], ...]  # must hold jarvis.stage_id
+    values: Mapping[str, Any]  # the stage's declared params and their values
 
 
 def _client(uri: str) -> Any:
@@ -141,14 +146,11 @@ def git_state(root: Path | None = None) -> tuple[str, bool | None]:
     return commit, bool(status.strip())
 
 
-def run_tags(experiment: str, stage: str, params: Mapping[str, Any], world_size: int,
-             root: Path | None = None) -> dict[str, str]:
+def run_tags(identity: RunIdentity, world_size: int, root: Path | None = None) -> dict[str, str]:
     commit, dirty = git_state(root)
     tags = {
-        "jarvis.experiment": experiment,
-        "jarvis.stage": stage,
-        "jarvis.stage_id": stage_id(experiment, stage),
-        "jarvis.params_digest": params_digest(params),
+        **dict(identity.tags),
+        "jarvis.params_digest": params_digest(identity.values),
         "jarvis.world_size": str(world_size),
         "jarvis.git_commit": commit,
         "jarvis.git_dirty": str(dirty).lower(),
@@ -171,10 +173,9 @@ def _read_run_file(work_dir: Path) -> dict[str, str] | None:
 
 
 def _write_run_file(work_dir: Path, record: Mapping[str, str]) -> None:
-    work_dir.mkdir(parents=True, exist_ok=True)
-    tmp = work_dir / f".{RUN_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(dict(record), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, work_dir / RUN_FILE)
+    from jarvis.io import write_json_atomic
+
+    write_json_atomic(work_dir / RUN_FILE, dict(record))
 
 
 def check_work_dir(work_dir: Path, params: Mapping[str, Any]) -> None:
@@ -190,9 +191,7 @@ def check_work_dir(work_dir: Path, params: Mapping[str, Any]) -> None:
 
 @contextlib.contextmanager
 def stage_run(
-    experiment: str,
-    stage: str,
-    params: Mapping[str, Any],
+    identity: RunIdentity,
     work_dir: Path,
     *,
     world_size: int | None = None,
@@ -203,6 +202,10 @@ def stage_run(
     The run is active for the whole block, so the Trainer's MLflowCallback and plain ``mlflow.log_metrics`` calls
     both land in it. Ends FINISHED on success, KILLED on a non-zero ``SystemExit`` (preemption), FAILED otherwise.
     """
+    if "jarvis.stage_id" not in dict(identity.tags):
+        raise ValueError(f"run {identity.run_name}: no jarvis.stage_id tag (names come from the stage plan)")
+    params = identity.values
+    experiment = identity.experiment
     work_dir = Path(work_dir)
     check_work_dir(work_dir, params)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -217,7 +220,7 @@ def stage_run(
         raise RuntimeError(f"an MLflow run is already active ({mlflow.active_run().info.run_id}); stage runs don't nest")
     exp_id = ensure_experiment(experiment, root)
     world = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
-    tags = run_tags(experiment, stage, params, world, root)
+    tags = run_tags(identity, world, root)
     record = _read_run_file(work_dir)
     run_id = None
     if record is not None and record.get("tracking_uri") == uri:
@@ -228,12 +231,12 @@ def stage_run(
             logger.warning("run %s from %s is not in %s; starting a new run", record["run_id"], work_dir, uri)
     if run_id is not None:
         run = mlflow.start_run(run_id=run_id, tags=tags)
-        logger.info("MLflow: resumed run %s (%s)", run_id, run_name(experiment, stage))
+        logger.info("MLflow: resumed run %s (%s)", run_id, identity.run_name)
     else:
-        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name(experiment, stage), tags=tags)
+        run = mlflow.start_run(experiment_id=exp_id, run_name=identity.run_name, tags=tags)
         _write_run_file(work_dir, {"run_id": run.info.run_id, "params_digest": params_digest(params),
                                    "tracking_uri": uri})
-        logger.info("MLflow: new run %s (%s) in %s", run.info.run_id, run_name(experiment, stage), uri)
+        logger.info("MLflow: new run %s (%s) in %s", run.info.run_id, identity.run_name, uri)
     flat = flatten_params(params)
     items = list(flat.items())
     for i in range(0, len(items), _PARAMS_PER_BATCH):
@@ -294,3 +297,28 @@ def log_final_metrics(metrics: Mapping[str, Any], prefix: str = "final/") -> Non
                and not isinstance(v, bool)}
     if numeric:
         mlflow.log_metrics(numeric)
+
+
+@contextlib.contextmanager
+def plan_run(plan: Any, world_size: int | None = None) -> Iterator[tuple[Any, Path]]:
+    """The stage's MLflow run and its scratch directory ``_work/<stage id>/<params digest>/``.
+
+    Keyed by the params digest, so a rerun with other params never resumes stale checkpoints and a rerun with the
+    same params after an interruption resumes (and continues its MLflow run). On success the scratch is removed:
+    the declared outputs are the record. Rank 0 holds ``_work/<stage id>.lock`` for the whole block, so a second
+    process on the same stage output refuses to start (before it opens or touches the MLflow run).
+    """
+    import contextlib
+
+    from jarvis.io import exclusive_lock
+
+    base = paths.work_dir(plan.id)
+    work = base / params_digest(dict(plan.values))
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    lock = exclusive_lock(base.with_name(f"{base.name}.lock"), f"stage {plan.id}") if rank0 \
+        else contextlib.nullcontext()
+    with lock:
+        with stage_run(plan.identity, work, world_size=world_size) as run:
+            yield run, work
+        if rank0:
+            shutil.rmtree(base, ignore_errors=True)

@@ -29,17 +29,15 @@ DeepSpeed on CPU follows stack-facts.md §3 (gloo, ``use_cpu``, "auto" JSONs, ba
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +48,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.integrations import MLflowCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from jarvis.io import replace_dir, write_text_atomic
+from jarvis.launch import free_port
 from jarvis.seeding import make_generator
 
 if TYPE_CHECKING:
@@ -123,6 +123,17 @@ class TrainSettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainSettings.{name} must be >= 1, got {getattr(self, name)}")
 
+    @classmethod
+    def from_recipe(cls, stage: str, seed: int, recipe: Any, jepa: Any | None = None) -> TrainSettings:
+        """The one translation from params (a validated jarvis.config.StageTraining and JEPA recipe): same-named
+        fields are taken as they are, derived ones from the recipe's own properties, so no field is re-typed."""
+        same = {f.name for f in fields(cls)} & set(type(recipe).model_fields)
+        values = {name: getattr(recipe, name) for name in same}
+        values["max_steps"] = recipe.max_steps if recipe.max_steps > 0 else None
+        return cls(stage=stage, seed=seed, grad_accum=recipe.grad_accum, world_size=recipe.world_size,
+                   jepa_skip_prob=jepa.skip_prob if jepa is not None else 0.0,
+                   mask_spec=jepa.mask if jepa is not None else None, **values)
+
     @property
     def global_batch(self) -> int:
         return self.per_device_batch * self.grad_accum * self.world_size
@@ -130,12 +141,6 @@ class TrainSettings:
     @property
     def jepa_enabled(self) -> bool:
         return self.mask_spec is not None
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_dist_env() -> None:
@@ -147,7 +152,7 @@ def ensure_dist_env() -> None:
     if "WORLD_SIZE" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _world_size())))
 
 
@@ -609,7 +614,7 @@ def producer_digest(settings: TrainSettings, model: nn.Module, train_dataset: An
         n_train: int | None = len(train_dataset)
     except TypeError:  # an IterableDataset has no length
         n_train = None
-    blob = json.dumps({"settings": settings_dict(settings), "world_size": world_size, "layout": layout,
+    blob = json.dumps({"settings": asdict(settings), "world_size": world_size, "layout": layout,
                        "n_train": n_train}, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -716,23 +721,6 @@ def teardown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temp dir into place; an old ``final`` is moved aside first (os.replace needs an empty target)."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _summarise(history: list[dict[str, Any]], summary: Mapping[str, Any], wall_s: float, steps: int
@@ -873,10 +861,10 @@ def run_training(
             # Trainer.save_model also writes TrainingArguments as a pickle; the declared output is safetensors only.
             (tmp / "training_args.bin").unlink(missing_ok=True)
             if model_card is not None:
-                (tmp / "README.md").write_text(model_card(metrics))
-            _replace_dir(tmp, out_dir)
-            _write_text_atomic(metrics_path, metrics_text)
-            _write_text_atomic(history_path, history_text)
+                write_text_atomic(tmp / "README.md", model_card(metrics))
+            replace_dir(tmp, out_dir)
+            write_text_atomic(metrics_path, metrics_text)
+            write_text_atomic(history_path, history_text)
             if mlflow_run is not None:
                 tracking.log_final_metrics(metrics)
         _barrier()
@@ -888,8 +876,3 @@ def run_training(
             preemption.uninstall()
         if teardown:
             teardown_distributed()
-
-
-def settings_dict(settings: TrainSettings) -> dict[str, Any]:
-    """A JSON-able view of the settings (for the resolved-config dump and MLflow params)."""
-    return asdict(settings)

@@ -17,8 +17,8 @@ from jarvis.dag import (
 )
 
 reject_runner_config(config)
-PARAMS, RAW, STAGES = load("params.yaml")
-PARAMS_STALE = sync_params_files(RAW, STAGES)
+STAGES = load("params.yaml")
+PARAMS_STALE = sync_params_files(STAGES)
 DONE_DIR = ".snakemake/jarvis-done"  # one marker per stage that succeeded, until dvc.lock records it
 
 
@@ -27,7 +27,7 @@ onstart:
     # fresh schema (stack-facts §5: "a schema-migration race when many jobs hit a fresh DB").
     from jarvis import tracking
 
-    tracking.init_store(["components", "pipeline", *PARAMS.run.experiments])
+    tracking.init_store(sorted({s.mlflow_experiment for s in STAGES}))
 
 
 def strip_dir_timestamps():

@@ -1,5 +1,5 @@
-# One rule per stage record of jarvis.dag.build_stages. Per-stage values are bound through `params:` (eager), never
-# read from loop variables inside `shell:` (late binding). A stage's param values reach Snakemake as an input file
+# One rule per stage plan (jarvis.plan; its `cmd` is already shell-quoted, paths are quoted with `:q`).
+# Per-stage values are bound through `params:` (eager), never read from loop variables inside `shell:` (late binding). A stage's param values reach Snakemake as an input file
 # (jarvis.dag.sync_params_files), dated against dvc.lock, so both tools rerun the same stages after a params edit.
 
 
@@ -32,4 +32,4 @@ for _stage in STAGES:
         conda:
             "../../environment.yml"
         shell:
-            "{params.launcher}{params.cmd} > {log} 2>&1 && mkdir -p $(dirname {params.done}) && touch {params.done}"
+            "{params.launcher}{params.cmd} > {log:q} 2>&1 && mkdir -p $(dirname {params.done:q}) && touch {params.done:q}"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,6 @@ from typing import Any
 import torch
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
@@ -37,7 +35,7 @@ from jarvis.data.conversation import (
 )
 from jarvis.data.images import ContextTargetTransform, ImageProblem, ImageTransform, check_size, load_rgb
 from jarvis.data.templates import IMAGE_TOKEN
-from jarvis.io import write_bytes_atomic
+from jarvis.io import save_safetensors_atomic, write_bytes_atomic
 
 DROP_REASONS = (
     "bad_json",
@@ -334,11 +332,8 @@ def write_feature_shard(
     for key, t in tensors.items():
         if not bool(torch.isfinite(t).all()):
             raise FeatureCacheError(f"refusing to cache non-finite {key} features in {name} (rows from {start})")
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=cache_dir)
-    os.close(fd)
-    save_file(tensors, tmp)
-    digest = file_sha256(tmp)
-    os.replace(tmp, cache_dir / name)
+    save_safetensors_atomic(tensors, cache_dir / name)
+    digest = file_sha256(cache_dir / name)
     entry: dict[str, Any] = {"file": name, "start": int(start), "count": int(context.shape[0]), "sha256": digest,
                              "dtype": _dtype_name(context.dtype), "context_shape": list(context.shape)}
     if target is not None:

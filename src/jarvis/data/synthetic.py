@@ -240,7 +240,10 @@ def render(scene: Scene, size: int, boxes: tuple[tuple[int, str], ...] = ()) -> 
 
 # --------------------------------------------------------------------------------------------- questions
 @dataclass(frozen=True)
-class Question:
+class SceneQuestion:
+    """A CV-Bench-style question generated about one scene (written out as a benchmark row; not
+    jarvis.eval.benchmarks.Question, which is a row read back for prompting)."""
+
     task: str  # Count | Relation | Depth | Distance
     question: str
     choices: tuple[str, ...]
@@ -265,7 +268,7 @@ def _pick_pair(
     return pool[int(rng.integers(len(pool)))]
 
 
-def question_count(rng: np.random.Generator, scene: Scene) -> Question | None:
+def question_count(rng: np.random.Generator, scene: Scene) -> SceneQuestion | None:
     if rng.random() < 0.1:  # ~10 % of answers are 0: ask about a kind that is absent
         present = {(o.color, o.shape) for o in scene.objects}
         absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in present]
@@ -280,12 +283,12 @@ def question_count(rng: np.random.Generator, scene: Scene) -> Question | None:
     picked = [truth, *(int(n) for n in rng.choice(others, size=k - 1, replace=False))]
     order = rng.permutation(k)
     choices = tuple(str(picked[j]) for j in order)
-    return Question(
+    return SceneQuestion(
         "Count", f"How many {label}s are in the image?", choices, int(np.argmax(order == 0)), (), label
     )
 
 
-def question_relation(rng: np.random.Generator, scene: Scene) -> Question | None:
+def question_relation(rng: np.random.Generator, scene: Scene) -> SceneQuestion | None:
     cands = []
     for a in _unique(scene):
         for b in _unique(scene):
@@ -316,10 +319,10 @@ def question_relation(rng: np.random.Generator, scene: Scene) -> Question | None
         f"provided, where is the {A} (annotated by the red box) located with respect to the {B}?"
     )
     choices = ("above", "below") if vertical else ("left", "right")
-    return Question("Relation", q, choices, ans, ((a, "red"),), A)
+    return SceneQuestion("Relation", q, choices, ans, ((a, "red"),), A)
 
 
-def question_depth(rng: np.random.Generator, scene: Scene) -> Question | None:
+def question_depth(rng: np.random.Generator, scene: Scene) -> SceneQuestion | None:
     objs, cands, smaller = scene.objects, [], []
     for a in _unique(scene):
         for b in _unique(scene):
@@ -338,12 +341,12 @@ def question_depth(rng: np.random.Generator, scene: Scene) -> Question | None:
         f"Which object is closer to the camera taking this photo, the {objs[red].name} (highlighted by a red box) "
         f"or the {objs[blue].name} (highlighted by a blue box)?"
     )
-    return Question(
+    return SceneQuestion(
         "Depth", q, (objs[red].name, objs[blue].name), 0 if red == near else 1, ((red, "red"), (blue, "blue"))
     )
 
 
-def question_distance(rng: np.random.Generator, scene: Scene) -> Question | None:
+def question_distance(rng: np.random.Generator, scene: Scene) -> SceneQuestion | None:
     objs, cands, disagree = scene.objects, [], []
     uniq = _unique(scene)
     for c in uniq:
@@ -369,7 +372,7 @@ def question_distance(rng: np.random.Generator, scene: Scene) -> Question | None
         f"{objs[c].name} (highlighted by a red box), the {objs[blue].name} (highlighted by a blue box) or the "
         f"{objs[green].name} (highlighted by a green box)?"
     )
-    return Question(
+    return SceneQuestion(
         "Distance",
         q,
         (objs[blue].name, objs[green].name),
@@ -382,7 +385,7 @@ QUESTION_MAKERS = {"Count": question_count, "Relation": question_relation, "Dept
                    "Distance": question_distance}  # fmt: skip
 
 
-def cvbench_prompt(q: Question) -> str:
+def cvbench_prompt(q: SceneQuestion) -> str:
     """``question + " Select from the following choices.\\n(A) x\\n(B) y"`` (benchmarks-spec §4)."""
     opts = "\n".join(f"({chr(65 + i)}) {c}" for i, c in enumerate(q.choices))
     return f"{q.question} Select from the following choices.\n{opts}"
@@ -390,7 +393,7 @@ def cvbench_prompt(q: Question) -> str:
 
 def scene_with_question(
     rng: np.random.Generator, source: Source, task: str, tries: int = 100
-) -> tuple[Scene, Question]:
+) -> tuple[Scene, SceneQuestion]:
     """Resample scenes until the task's generator finds a valid question."""
     for _ in range(tries):
         scene = sample_scene(rng, source, n_objects=int(rng.integers(3, 7)) if task != "Count" else None)
@@ -449,7 +452,7 @@ def _describe(rng: np.random.Generator, scene: Scene) -> str:
     return " ".join(sentences)
 
 
-def _mcq_turn(rng: np.random.Generator, q: Question) -> tuple[str, str]:
+def _mcq_turn(rng: np.random.Generator, q: SceneQuestion) -> tuple[str, str]:
     letter = chr(65 + q.answer)
     if rng.random() < 0.5:  # CV-Bench form (eval prompt of benchmarks-spec §2.1)
         return cvbench_prompt(q) + LETTER_SUFFIX, letter
@@ -575,7 +578,7 @@ def _cvbench_rows(root: Path, seed: int, n: int, size: int) -> dict[str, int]:
     return counts
 
 
-def _target_size(scene: Scene, q: Question, size: int) -> int:
+def _target_size(scene: Scene, q: SceneQuestion, size: int) -> int:
     objs = [scene.objects[j] for j, _ in q.boxes] or [
         o for o in scene.objects if q.target and q.target in o.name
     ]

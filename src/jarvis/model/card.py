@@ -18,12 +18,18 @@ def _yaml_block(data: Any) -> str:
     return "```yaml\n" + yaml.safe_dump(data, sort_keys=False, width=110).rstrip() + "\n```"
 
 
-def model_card(params: Any, exp: str, stage: str, metrics: dict[str, Any], n_samples: int | None = None) -> str:
-    """Markdown card for the ``stage`` checkpoint of experiment ``exp`` (``params``: the validated Params)."""
-    e = params.experiment(exp)
-    recipe = params.jepa_recipe(exp) if stage == "pretrain" else None
-    training = params.stage_training(exp, stage).model_dump(mode="json")
-    data = params.datasets[e.data].model_dump(mode="json")
+def model_card(plan: Any, metrics: dict[str, Any], n_samples: int | None = None) -> str:
+    """Markdown card for the checkpoint of one training stage plan (jarvis.plan.StagePlan of kind pretrain/finetune):
+    everything in it comes from the plan, the one resolution of the stage."""
+    spec = plan.spec
+    exp, stage, recipe = plan.experiment, spec.stage, spec.jepa
+    training = spec.training.model_dump(mode="json")
+    data = {k.removeprefix("datasets."): v for k, v in plan.values.items() if k.startswith("datasets.")}
+    m = spec.model
+    bidir = m.bidir_visual_attn if m is not None else None
+    components = (f"- language model: `{m.llm}`; vision tower: `{m.vision.name}`; projector: `{m.projector}`\n"
+                  f"- visual attention: {'bidirectional inside the image span' if bidir else 'causal'}"
+                  if m is not None else f"- initialised from the stage-1 checkpoint `{spec.init_from.as_posix()}`")
     lines = [
         "---",
         "library_name: transformers",
@@ -33,24 +39,25 @@ def model_card(params: Any, exp: str, stage: str, metrics: dict[str, Any], n_sam
         "",
         f"# {exp} — {stage}",
         "",
-        f"{e.paper_ref}. A LLaVA-style MLLM trained by the `jarvis` suite (reproduction of JARVIS, arXiv 2512.15885):",
-        f"stage `{stage}` of experiment `{exp}` ({'stage 1, alignment' if stage == 'pretrain' else 'stage 2, instruction tuning'}).",
+        "A LLaVA-style MLLM trained by the `jarvis` suite (reproduction of JARVIS, arXiv 2512.15885):",
+        f"stage `{stage}` of experiment `{exp}`, seed {spec.seed} (stage id `{plan.id}`,"
+        f" {'stage 1, alignment' if stage == 'pretrain' else 'stage 2, instruction tuning'}).",
         "",
         "## Recipe",
         "",
-        f"- language model: `{e.llm}`; vision tower: `{e.vision}`; projector: `{e.projector}`",
-        f"- visual attention: {'bidirectional inside the image span' if e.bidir_visual_attn else 'causal'}",
+        components,
         f"- JEPA objective: {f'target tower `{recipe.target}`, loss `{recipe.loss}`, weight {recipe.weight}, skip probability {recipe.skip_prob}' if recipe else 'none in this stage'}",
-        f"- seed: {params.seed}",
+        f"- seed: {spec.seed}",
         "",
         _yaml_block({"training": training, **({"jepa": recipe.model_dump(mode="json")} if recipe else {})}),
         "",
         "## Data",
         "",
-        f"- data set `{e.data}` ({data.get('kind')}); {'alignment captions' if stage == 'pretrain' else 'instruction conversations'}"
+        f"- {'alignment captions' if stage == 'pretrain' else 'instruction conversations'} from"
+        f" `{spec.corpus.annotations.as_posix()}`"
         + (f", {n_samples} samples after validation" if n_samples is not None else ""),
         "",
-        _yaml_block({e.data: data}),
+        _yaml_block(data),
         "",
         "## Results",
         "",
@@ -61,7 +68,7 @@ def model_card(params: Any, exp: str, stage: str, metrics: dict[str, Any], n_sam
         "```",
         "",
         "Benchmark scores are written after this checkpoint, by `jarvis evaluate`, to "
-        f"`{paths.eval_dir(exp, 'BENCHMARK').as_posix()}/scores.json` (one folder per benchmark); "
+        f"`{paths.eval_dir(exp, spec.seed, 'BENCHMARK').as_posix()}/scores.json` (one folder per benchmark); "
         "`jarvis report` collects them in "
         f"`{(paths.reports_dir() / 'table.md').as_posix()}`.",
         "",
@@ -81,9 +88,10 @@ def model_card(params: Any, exp: str, stage: str, metrics: dict[str, Any], n_sam
         "",
         "Greedy decoding with `generation_config.json` reproduces `jarvis evaluate`. "
         + ("A causal-attention checkpoint exports to `LlavaForConditionalGeneration` with "
-           "`jarvis export --format llava-hf` (for lmms-eval, vLLM)." if not e.bidir_visual_attn else
-           "Its bidirectional visual attention has no `LlavaForConditionalGeneration` equivalent, so "
-           "`jarvis export --format llava-hf` refuses it."),
+           "`jarvis export --format llava-hf` (for lmms-eval, vLLM)." if bidir is False else
+           "A bidirectional-attention checkpoint has no `LlavaForConditionalGeneration` equivalent, so "
+           "`jarvis export --format llava-hf` refuses it." if bidir else
+           "`jarvis export --format llava-hf` exports it when its stage-1 model had causal visual attention."),
         "",
     ]
     return "\n".join(lines)

@@ -16,6 +16,8 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
+from jarvis.config import JEPA_LOSSES
+
 
 class JarvisConfig(PretrainedConfig):
     model_type = "jarvis"
@@ -63,7 +65,7 @@ class JarvisConfig(PretrainedConfig):
         for name, value, allowed in (
             ("projector_type", self.projector_type, ("linear", "mlp")),
             ("jepa_head_type", self.jepa_head_type, ("linear", "mlp")),
-            ("jepa_loss", self.jepa_loss, ("cos", "smooth_l1")),
+            ("jepa_loss", self.jepa_loss, JEPA_LOSSES),
         ):
             if value not in allowed:
                 raise ValueError(f"JarvisConfig.{name}={value!r}; expected one of {allowed}")

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from jarvis.io import save_safetensors_atomic, write_text_atomic
 from jarvis.model.configuration import JarvisConfig
 
 logger = logging.getLogger(__name__)
@@ -169,14 +168,9 @@ def convert_reference(
         )
         state.update({f"target_tower.model.{k}": v for k, v in load_state_dict(target_source).items()})
     dst.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst, prefix=".model.safetensors.")
-    os.close(fd)
-    save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata={"format": "pt"})
-    os.replace(tmp, dst / "model.safetensors")
-    fd, tmp = tempfile.mkstemp(dir=dst, prefix=".config.json.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(config.to_json_string())
-    os.replace(tmp, dst / "config.json")
+    save_safetensors_atomic({k: v.contiguous() for k, v in state.items()}, dst / "model.safetensors",
+                            metadata={"format": "pt"})
+    write_text_atomic(dst / "config.json", config.to_json_string())
     logger.info(
         "converted reference checkpoint %s (%s) -> %s, %d tensors",
         src,

@@ -20,15 +20,14 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from jarvis.io import write_bytes_atomic
+from jarvis.io import save_safetensors_atomic, write_bytes_atomic
 
 _CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -192,10 +191,7 @@ class VisionTower(nn.Module):
             return
         config = {"library": "timm", "name": self.spec["name"], "kwargs": self.spec["kwargs"]}
         state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=".model.safetensors.")
-        os.close(fd)
-        save_file(state, tmp)
-        os.replace(tmp, path / "model.safetensors")
+        save_safetensors_atomic(state, path / "model.safetensors")
         write_bytes_atomic(path / "config.json", json.dumps(config, indent=2).encode())
 
     @classmethod

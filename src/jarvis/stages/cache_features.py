@@ -23,29 +23,15 @@ from typing import Any
 
 import torch
 
-from jarvis import paths
-from jarvis.config import Params, experiment_refs
-from jarvis.stages.common import corpus, image_transform, load_tower, stage_params_view, stage_run
+from jarvis.plan import CacheSpec, StagePlan, cache_identity
+from jarvis.stages.common import image_transform
+from jarvis.tracking import plan_run as stage_run
 
 log = logging.getLogger(__name__)
 SHARD_SIZE = 1024
 BATCH = 32
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 FORMAT = 2  # feature-cache format: 2 = per-shard sha256, dtype and shapes in index.json
-
-
-def params_view(params: Params, data: str, vision: str, target: str | None) -> dict[str, Any]:
-    """Exactly the params the features depend on (an experiment's refs may name another target tower)."""
-    return stage_params_view(params, [f"towers.{vision}", f"datasets.{data}", *([f"towers.{target}"] if target else [])])
-
-
-def expected_index(params: Params, data: str, vision: str, target: str | None) -> dict[str, Any]:
-    """Index entries a cache made from ``params`` carries; readers pass them as ``FeatureCache(expect=...)``."""
-    from jarvis.io import digest
-
-    dtype = params.datasets[data].feature_cache_dtype
-    return {"dtype": dtype, "params_digest": digest({"params": params_view(params, data, vision, target),
-                                                      "dtype": dtype})}
 
 
 def producer(view: dict[str, Any], dtype: str, samples: list[dict[str, Any]], tower_dirs: list[Path]
@@ -77,6 +63,15 @@ def _reusable(partial: Path, name: str, start: int, count: int) -> dict[str, Any
     return entry
 
 
+def load_tower(recipe: Any) -> Any:
+    """A frozen, eval-mode VisionTower from its downloaded directory, with the recipe's feature selection."""
+    from jarvis.model.vision import VisionTower
+
+    tower = VisionTower.from_pretrained(recipe.dir, **recipe.kwargs)
+    tower.requires_grad_(False)
+    return tower.eval()
+
+
 def _encode(samples: list[dict[str, Any]], root: Path, transform: Any, vision: Any, target: Any | None,
             dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     from jarvis.data.dataset import safe_image_path
@@ -99,36 +94,31 @@ def _encode(samples: list[dict[str, Any]], root: Path, transform: Any, vision: A
     return torch.cat(ctx_out), (torch.cat(tgt_out) if target is not None else None)
 
 
-def run(params: Params, data: str, vision_name: str, target_name: str | None) -> dict[str, Any]:
+def run(plan: StagePlan) -> dict[str, Any]:
     from jarvis import tracking
     from jarvis.data.dataset import drop_metrics, load_and_validate, write_feature_index, write_feature_shard
     from jarvis.io import PARTIAL_RECORD, atomic_dir, claim_partial, write_text_atomic
     from jarvis.progress import progress
 
-    exp = next((e for e in params.run.experiments
-                if params.experiments[e].data == data and params.experiments[e].vision == vision_name), None)
-    keys = experiment_refs(params, exp, "cache_features") if exp else [f"towers.{vision_name}", f"datasets.{data}"]
-    key = paths.cache_key(data, vision_name, target_name)
+    spec: CacheSpec = plan.spec
     t0 = time.perf_counter()
-    with stage_run("components", f"cache_features-{key}", stage_params_view(params, keys)) as (mlrun, _):
-        spec = params.datasets[data]
-        c = corpus(params, data, "pretrain")
+    with stage_run(plan) as (mlrun, _):
+        c = spec.corpus
         samples, report = load_and_validate(c.annotations, c.image_root, spec.max_dropped_fraction)
         with_image = [s for s in samples if s.get("image") is not None]
-        vision = load_tower(params, vision_name)
-        target = load_tower(params, target_name) if target_name else None
+        vision = load_tower(spec.vision)
+        target = load_tower(spec.target) if spec.target else None
         transform = image_transform(vision, "crop", target)
-        dtype = _DTYPES[spec.feature_cache_dtype]
+        dtype = _DTYPES[spec.dtype]
 
-        out = paths.features_dir(key)
+        out = spec.out
         partial = out.with_name(out.name + ".partial")  # undeclared, survives reruns: per-shard resume
-        view = params_view(params, data, vision_name, target_name)
-        made_by = producer(view, spec.feature_cache_dtype, with_image,
-                           [paths.tower_dir(vision_name), *([paths.tower_dir(target_name)] if target_name else [])])
+        made_by = producer(dict(plan.values), spec.dtype, with_image,
+                           [spec.vision.dir, *([spec.target.dir] if spec.target else [])])
         made_digest = claim_partial(partial, made_by, "feature cache")
         shards, reused = [], 0
         starts = list(enumerate(range(0, len(with_image), SHARD_SIZE)))
-        for k, start in progress(starts, desc=f"cache features {key}", unit="shard"):
+        for k, start in progress(starts, desc=plan.id, unit="shard"):
             chunk = with_image[start : start + SHARD_SIZE]
             name = f"shard-{k:05d}.safetensors"
             entry = _reusable(partial, name, start, len(chunk))
@@ -140,10 +130,11 @@ def run(params: Params, data: str, vision_name: str, target_name: str | None) ->
             entry = write_feature_shard(partial, k, start, ctx, tgt)
             shards.append(entry)
             write_text_atomic(partial / f"{name}.done", json.dumps(entry))
-        meta = {"data": data, "vision": vision_name, "target": target_name, "dtype": spec.feature_cache_dtype,
+        meta = {"data": spec.data, "vision": spec.vision.name, "target": spec.target.name if spec.target else None,
+                "dtype": spec.dtype,
                 "grid": list(vision.grid), "target_grid": list(target.grid) if target else None,
                 "drops": report, "format": FORMAT, "producer": made_digest, "config": made_by,
-                **expected_index(params, data, vision_name, target_name)}
+                **cache_identity(spec)}
         write_feature_index(partial, [s["id"] for s in with_image], shards, meta)
         with atomic_dir(out) as tmp:
             for f in partial.iterdir():

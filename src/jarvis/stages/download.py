@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from jarvis import hub, paths
-from jarvis.config import HubCorpus, HubRef, LLMSpec, Params, SyntheticData, TowerSpec
+from jarvis.config import HubCorpus, HubRef, LLMSpec, SyntheticData, TowerSpec
 from jarvis.io import atomic_dir, read_json, write_json_atomic
+from jarvis.model.recipe import tower_selection, tower_spec
+from jarvis.plan import DownloadSpec, StagePlan
 
 log = logging.getLogger(__name__)
 MANIFEST = "download.json"
@@ -111,10 +113,8 @@ def _url_archives(corpus: HubCorpus, pin: bool) -> Any:
 
 
 # ------------------------------------------------------------------ components
-def download_data(params: Params, name: str, update_lock: bool = False, pin_checksums: bool = False
-                  ) -> dict[str, Any]:
-    spec = params.datasets[name]
-    out = paths.dataset_dir(name)
+def download_data(d: DownloadSpec, update_lock: bool = False, pin_checksums: bool = False) -> dict[str, Any]:
+    spec, out = d.entry, d.out
     if isinstance(spec, SyntheticData):
         from jarvis.data.synthetic import generate_world
         from jarvis.eval.synthetic_bench import generate_general_benchmarks
@@ -146,9 +146,9 @@ def download_data(params: Params, name: str, update_lock: bool = False, pin_chec
     return metrics
 
 
-def download_llm(params: Params, name: str, update_lock: bool = False) -> dict[str, Any]:
-    spec: LLMSpec = params.llms[name]
-    out = paths.llm_dir(name)
+def download_llm(d: DownloadSpec, update_lock: bool = False) -> dict[str, Any]:
+    spec: LLMSpec = d.entry
+    out, name = d.out, d.name
     if spec.init == "hub":
         assert spec.hub is not None
         from transformers import AutoTokenizer
@@ -174,23 +174,23 @@ def download_llm(params: Params, name: str, update_lock: bool = False) -> dict[s
     # Every text also with a leading space: templates put one before the answer ("ASSISTANT: Yes"), and the
     # generation prompt ends before it (benchmarks-spec §1). With "ĠYes" in the vocabulary, as with Vicuna's
     # "▁Yes", the first generated token carries the space, so training and evaluation tokenise alike.
-    texts = [t for text in corpus_texts(paths.dataset_dir(spec.tokenizer.corpus)) for t in (text, " " + text)]
+    assert d.tokenizer_data is not None and d.seed is not None
+    texts = [t for text in corpus_texts(d.tokenizer_data) for t in (text, " " + text)]
     tok = build_tokenizer(texts, spec.tokenizer.vocab_size, spec.chat_template)
     cfg_kwargs = dict(spec.config)
     model_type = cfg_kwargs.pop("model_type")
     config = AutoConfig.for_model(model_type, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
                                   bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                                   tie_word_embeddings=False, **cfg_kwargs)
-    seed_everything(params.seed)
+    seed_everything(d.seed)
     model = AutoModelForCausalLM.from_config(config)
     text_metrics: dict[str, Any] = {}
-    if spec.text_pretrain is not None and spec.text_pretrain.steps > 0:
-        from jarvis.stages.common import corpus
+    if d.text_corpus is not None:
         from jarvis.stages.text_pretrain import pretrain_text
 
         tp = spec.text_pretrain
-        text_metrics = pretrain_text(model, tok, corpus(params, tp.data, "instruct").annotations, tp.steps,
-                                     tp.batch_size, tp.learning_rate, params.seed)
+        text_metrics = pretrain_text(model, tok, d.text_corpus.annotations, tp.steps, tp.batch_size,
+                                     tp.learning_rate, d.seed)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -199,30 +199,9 @@ def download_llm(params: Params, name: str, update_lock: bool = False) -> dict[s
     return {"vocab_size": len(tok), "n_params": sum(p.numel() for p in model.parameters()), **text_metrics}
 
 
-def tower_spec(spec: TowerSpec) -> dict[str, Any]:
-    """params.yaml tower entry -> the spec dict of jarvis.model.vision.VisionTower."""
-    out: dict[str, Any] = {"library": spec.library, "feature_layer": spec.feature_layer,
-                           "drop_prefix_tokens": spec.drop_prefix_tokens}
-    if spec.image_size is not None:
-        out["image_size"] = spec.image_size
-    if spec.library == "timm":
-        out.update(name=spec.name, kwargs=dict(spec.config or {}))
-    else:
-        out["config"] = dict(spec.config or {})
-    return out
-
-
-def tower_selection(spec: TowerSpec) -> dict[str, Any]:
-    """The feature-selection keys applied when loading a downloaded tower directory."""
-    sel: dict[str, Any] = {"feature_layer": spec.feature_layer, "drop_prefix_tokens": spec.drop_prefix_tokens}
-    if spec.image_size is not None:
-        sel["image_size"] = spec.image_size
-    return sel
-
-
-def download_tower(params: Params, name: str, update_lock: bool = False) -> dict[str, Any]:
-    spec = params.towers[name]
-    out = paths.tower_dir(name)
+def download_tower(d: DownloadSpec, update_lock: bool = False) -> dict[str, Any]:
+    spec: TowerSpec = d.entry
+    out, name = d.out, d.name
     from jarvis.model.vision import VisionTower
 
     if spec.init == "hub":
@@ -238,7 +217,8 @@ def download_tower(params: Params, name: str, update_lock: bool = False) -> dict
                 "converted": int(info["converted"] is not None)}
     from jarvis.seeding import seed_everything
 
-    seed_everything(params.seed)
+    assert d.seed is not None
+    seed_everything(d.seed)
     tower = VisionTower(tower_spec(spec))
     with atomic_dir(out) as tmp:
         tower.save_pretrained(tmp)
@@ -247,24 +227,19 @@ def download_tower(params: Params, name: str, update_lock: bool = False) -> dict
             "n_params": sum(p.numel() for p in tower.parameters())}
 
 
-def run(params: Params, kind: str, name: str, update_lock: bool = False, pin_checksums: bool = False
-        ) -> dict[str, Any]:
+def run(plan: StagePlan, update_lock: bool = False, pin_checksums: bool = False) -> dict[str, Any]:
     """``update_lock`` (or JARVIS_UPDATE_LOCK=1): accept a floating revision that moved since hub.lock.yaml.
     ``pin_checksums`` (or JARVIS_PIN_CHECKSUMS=1): trust the first download of a URL archive whose checksum is
     null in params.yaml, and record its sha256 in hub.lock.yaml."""
     from jarvis import tracking
+    from jarvis.tracking import plan_run as stage_run
 
-    table = {"data": params.datasets, "llm": params.llms, "tower": params.towers}[kind]
-    if name not in table:
-        raise KeyError(f"unknown {kind} {name!r}; params.yaml defines {sorted(table)}")
-    fn = {"data": download_data, "llm": download_llm, "tower": download_tower}[kind]
-    entry = table[name].model_dump(mode="json")
+    d: DownloadSpec = plan.spec
+    fn = {"data": download_data, "llm": download_llm, "tower": download_tower}[d.component]
     t0 = time.perf_counter()
-    from jarvis.stages.common import stage_run
-
-    with stage_run("components", f"download-{kind}-{name}", entry) as (run_, _):
-        extra = {"pin_checksums": pin_checksums} if kind == "data" else {}
-        metrics = fn(params, name, update_lock=update_lock, **extra)
+    with stage_run(plan) as (run_, _):
+        extra = {"pin_checksums": pin_checksums} if d.component == "data" else {}
+        metrics = fn(d, update_lock=update_lock, **extra)
         metrics["wall_s"] = round(time.perf_counter() - t0, 3)
         if run_ is not None:
             tracking.log_final_metrics(metrics, prefix="")

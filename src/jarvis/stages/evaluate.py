@@ -16,18 +16,12 @@ from typing import Any
 
 import torch
 
-from jarvis import paths
-from jarvis.config import Params, experiment_refs
 from jarvis.io import write_json_atomic, write_text_atomic
-from jarvis.stages.common import image_transform, stage_params_view, stage_run
+from jarvis.plan import EvalSpec, StagePlan
+from jarvis.stages.common import image_transform
+from jarvis.tracking import plan_run as stage_run
 
 log = logging.getLogger(__name__)
-
-
-def benchmark_root(params: Params, data: str, bench: str) -> Path:
-    """Where a benchmark's files live inside a data set directory (same layout for synthetic and hub data)."""
-    sub = "cvbench" if bench.startswith("cvbench") or bench in ("ade", "coco", "omni") else bench
-    return paths.dataset_dir(data) / sub
 
 
 def load_checkpoint(ckpt: Path) -> tuple[Any, Any]:
@@ -71,36 +65,34 @@ def generate_answers(model: Any, tokenizer: Any, questions: list[Any], batch_siz
     return answers
 
 
-def run(params: Params, exp: str, bench: str) -> dict[str, Any]:
+def run(plan: StagePlan) -> dict[str, Any]:
     from jarvis import tracking
     from jarvis.eval.benchmarks import answer_row, load_questions
     from jarvis.eval.decoding import max_new_tokens
     from jarvis.eval.scorers import score_answers
 
-    e = params.experiment(exp)
-    cfg = params.evaluation
+    spec: EvalSpec = plan.spec
+    bench = spec.benchmark
     t0 = time.perf_counter()
-    view = stage_params_view(params, experiment_refs(params, exp, "evaluate"))
-    with stage_run(exp, f"evaluate-{bench}", view) as (mlrun, _):
-        torch.manual_seed(params.seed)
-        model, tokenizer = load_checkpoint(paths.checkpoint_dir(exp, "finetune"))
-        questions = list(load_questions(bench, benchmark_root(params, e.data, bench), cfg.limit))
+    with stage_run(plan) as (mlrun, _):
+        torch.manual_seed(spec.seed)  # greedy decoding draws nothing; anything random would follow the run's seed
+        model, tokenizer = load_checkpoint(spec.checkpoint)
+        questions = list(load_questions(bench, spec.bench_root, spec.limit))
         if not questions:
-            raise ValueError(f"benchmark {bench}: no questions under {benchmark_root(params, e.data, bench)}")
-        answers = generate_answers(model, tokenizer, questions, cfg.batch_size,
-                                   max_new_tokens(bench, cfg.max_new_tokens))
+            raise ValueError(f"benchmark {bench}: no questions under {spec.bench_root}")
+        answers = generate_answers(model, tokenizer, questions, spec.batch_size,
+                                   max_new_tokens(bench, spec.max_new_tokens))
         gen_s = time.perf_counter() - t0
-        rows = [answer_row(q, a, model_id=exp) for q, a in zip(questions, answers, strict=True)]
-        write_text_atomic(paths.answers_file(exp, bench), "".join(json.dumps(r) + "\n" for r in rows))
-        scores = score_answers(bench, rows, mode=cfg.mode)
+        rows = [answer_row(q, a, model_id=spec.model_id) for q, a in zip(questions, answers, strict=True)]
+        write_text_atomic(spec.answers, "".join(json.dumps(r) + "\n" for r in rows))
+        scores = score_answers(bench, rows, mode=spec.mode)
         scores["eval_wall_s"] = round(time.perf_counter() - t0, 3)
         scores["n_questions"] = len(rows)
-        write_json_atomic(paths.scores_file(exp, bench), scores)
+        write_json_atomic(spec.scores, scores)
         if mlrun is not None:
             flat = {f"{bench}/{k}": v for k, v in _numbers(scores).items()}
             tracking.log_final_metrics(flat, prefix="")
-        log.info("%s/%s: %d questions in %.1f s (generation %.1f s)", exp, bench, len(rows),
-                 scores["eval_wall_s"], gen_s)
+        log.info("%s: %d questions in %.1f s (generation %.1f s)", plan.id, len(rows), scores["eval_wall_s"], gen_s)
     return {k: v for k, v in _numbers(scores).items() if "/" not in k}
 
 

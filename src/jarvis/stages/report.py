@@ -1,36 +1,37 @@
-"""Stage `report`: the experiments x benchmarks table (CSV + Markdown, deltas against baselines) and plots."""
+"""Stage `report`: the arms x benchmarks table over seeds (CSV + Markdown, paired deltas against baselines, per-run
+Wilson intervals), a section per selected sweep, and plots. Everything it reads is in its plan (ReportSpec)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from jarvis import paths
-from jarvis.config import Params
-
-OUTPUTS = ("table.csv", "table.md", "deltas.csv", "loss_curves.png", "scores.png")
+from jarvis.plan import ReportSpec, StagePlan
 
 
-def run(params: Params) -> dict[str, Any]:
+def run_key(arm: str, seed: int) -> str:
+    return f"{arm}__s{seed}"
+
+
+def run(plan: StagePlan) -> dict[str, Any]:
     from jarvis.report import build_report
-    from jarvis.stages.common import stage_run
+    from jarvis.tracking import plan_run as stage_run
 
-    exps, benches = params.run.experiments, params.run.benchmarks
-    scores = {(e, b): paths.scores_file(e, b) for e in exps for b in benches}
-    missing = [str(p) for p in scores.values() if not p.is_file()]
+    spec: ReportSpec = plan.spec
+    missing = [str(p) for *_, p in spec.score_files if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"report: missing scores files: {missing}")
-    histories = {e: paths.history_file(e, "pretrain") for e in exps}
-    baselines = {e: [b for b in params.experiments[e].baselines if b in exps] for e in exps}
+    scores = {(run_key(a, s), b): p for a, s, b, p in spec.score_files}
+    histories = {run_key(a, s): p for a, s, p in spec.histories}
+    groups = {a: [run_key(a, s) for s in spec.seeds] for a in spec.arms}
     t0 = time.perf_counter()
-    view = {"run": params.run.model_dump(mode="json"), "evaluation.mode": params.evaluation.mode}
-    out = paths.reports_dir()
-    with stage_run("pipeline", "report", view) as (mlrun, _):
-        result = build_report(scores, histories, out, baselines={k: v for k, v in baselines.items() if v})
+    with stage_run(plan) as (mlrun, _):
+        result = build_report(scores, histories, spec.out_dir, baselines=dict(spec.baselines), seed_groups=groups,
+                              sweeps={name: list(v) for name, v in spec.sweeps})
         if mlrun is not None:
             import mlflow
 
-            for name in (*OUTPUTS, "summary.json"):
-                mlflow.log_artifact(str(out / name), artifact_path="report")
-    return {"n_experiments": len(exps), "n_benchmarks": len(benches), "wall_s": round(time.perf_counter() - t0, 3),
-            "files": sorted(str(v) for v in result.values())}
+            for out in (*plan.outs, *plan.metrics):
+                mlflow.log_artifact(out, artifact_path="report")
+    return {"n_arms": len(spec.arms), "n_seeds": len(spec.seeds), "n_benchmarks": len(spec.benchmarks),
+            "wall_s": round(time.perf_counter() - t0, 3), "files": sorted(str(v) for v in result["files"].values())}
