@@ -421,7 +421,9 @@ def main() -> None:
     params = {"experiment": opts.experiment, "zero": opts.zero, "skip_prob": opts.skip_prob, "mask": vars(MASKS)}
     work = opts.out / "_work"
     result: dict[str, Any] = {}
-    with tracking.stage_run(opts.experiment, "pretrain", params, work) as run:
+    identity = tracking.RunIdentity(experiment=opts.experiment, run_name=f"{opts.experiment}/pretrain",
+                                    tags=(("jarvis.stage_id", f"pretrain-{opts.experiment}"),), values=params)
+    with tracking.stage_run(identity, work) as run:
         try:
             metrics = run_training(tiny_model(), tiny_samples(32), Collator(pad_token_id=0), settings,
                                    opts.out / "runs" / "model", work, run, trainer_cls=_RecordingTrainer,
