@@ -622,7 +622,7 @@ class Params(_Strict):
         grid = self.towers[self.experiments[exp].vision].grid()
         if grid is None:
             return  # hub tower: jarvis.masking checks at the first batch
-        from jarvis.masking import check_spec
+        from jarvis.mask_geometry import check_spec
 
         m = recipe.mask
         key = f"jepa.{recipe_name}.mask"

@@ -22,14 +22,13 @@ An impossible ``min_keep`` raises ``ValueError`` (the reference loops forever, p
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 from dataclasses import dataclass
 
 import torch
 
 from jarvis.config import MaskSpec  # the schema of jepa.<name>.mask; re-exported for the sampler's callers
+from jarvis.mask_geometry import check_feasible, check_spec, size_from_r  # torch-free: params load runs them
 from jarvis.seeding import make_generator
 
 logger = logging.getLogger(__name__)
@@ -45,20 +44,6 @@ class BlockMasks:
     context: torch.Tensor  # Long[B, Kc]
     targets: torch.Tensor  # Long[B, M, Kt]
     num_relaxed: int = 0  # how many context draws needed the relaxation rule (context may touch targets)
-
-
-def size_from_r(
-    grid: tuple[int, int], scale: tuple[float, float], aspect_ratio: tuple[float, float], r: float
-) -> tuple[int, int]:
-    """I-JEPA's coupled size formula: the same r in [0, 1) sets both the scale and the aspect ratio."""
-    height, width = grid
-    s = scale[0] + r * (scale[1] - scale[0])
-    a = aspect_ratio[0] + r * (aspect_ratio[1] - aspect_ratio[0])
-    n = int(height * width * s)
-    h = int(round(math.sqrt(n * a)))
-    w = int(round(math.sqrt(n / a)))
-    # Blocks must be strictly smaller than the grid (the exclusive position bound needs H - h >= 1).
-    return max(min(h, height - 1), 0), max(min(w, width - 1), 0)
 
 
 def block_size(
@@ -109,29 +94,6 @@ def _constrained_block(
             logger.warning("mask sampler: no valid block found, dropping constraint %d", dropped)
 
 
-@functools.lru_cache(maxsize=64)
-def check_spec(grid: tuple[int, int], spec: MaskSpec) -> None:
-    """Fail at the first batch if *any* draw of r could give a block with <= min_keep patches.
-
-    Scans r over a fine grid of [0, 1] with the same size formula, so a bad (grid, min_keep)
-    pair is reported deterministically instead of on an unlucky step.
-    """
-    for r in (i / 1000 for i in range(1001)):
-        if spec.num_targets > 0:
-            _check_feasible("target", size_from_r(grid, spec.target_scale, spec.aspect_ratio, r), grid, spec)
-        _check_feasible("context", size_from_r(grid, spec.context_scale, (1.0, 1.0), r), grid, spec)
-
-
-def _check_feasible(what: str, size: tuple[int, int], grid: tuple[int, int], spec: MaskSpec) -> None:
-    # The size is fixed per batch and only the position is redrawn, so a block with <= min_keep
-    # patches can never become valid: the reference loops forever here (paper-spec §4.2).
-    if size[0] * size[1] <= spec.min_keep:
-        raise ValueError(
-            f"{what} block {size[0]}x{size[1]} on grid {grid[0]}x{grid[1]} has "
-            f"{size[0] * size[1]} patches, never > min_keep={spec.min_keep}; lower min_keep or raise the scale"
-        )
-
-
 def sample_block_masks(
     grid: tuple[int, int], spec: MaskSpec, batch_size: int, generator: torch.Generator
 ) -> BlockMasks:
@@ -143,8 +105,8 @@ def sample_block_masks(
     target_size = block_size(grid, spec.target_scale, spec.aspect_ratio, generator)
     context_size = block_size(grid, spec.context_scale, (1.0, 1.0), generator)
     if spec.num_targets > 0:
-        _check_feasible("target", target_size, grid, spec)
-    _check_feasible("context", context_size, grid, spec)
+        check_feasible("target", target_size, grid, spec)
+    check_feasible("context", context_size, grid, spec)
 
     contexts: list[torch.Tensor] = []
     targets: list[list[torch.Tensor]] = []
