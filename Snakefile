@@ -6,5 +6,16 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/stages.smk"
+
+
+# Declared here, not in an included file: an include restores the default target it found (Snakemake 9), so a
+# `default_target` inside one is lost and a bare `snakemake` would do nothing.
+rule all:
+    default_target: True
+    input:
+        final_targets(STAGES),

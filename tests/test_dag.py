@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -95,3 +96,22 @@ def test_paper_configuration_requests_real_cluster_resources(root):
     assert ev["gpu"] == 1 and "nodes" not in ev and launcher(stages["evaluate-jarvis_vicuna7b-s0-mmvp"]) == ""
     # the paper rows share the CLIP feature cache between the LLaVA and JARVIS arms only when towers match
     assert "cache_features-llava15-clip_l336" in stages and "cache_features-llava15-clip_l336-dinov2_l" in stages
+
+
+def test_bare_snakemake_and_its_graph_views_cover_every_stage(root):
+    """`snakemake` with no target runs `all` (rule all sits in the Snakefile itself: an include resets the default
+    target), and `--dag` / `--rulegraph` draw every stage of dvc.yaml."""
+    ids = set(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
+    env = {**__import__("os").environ, "PATH": f"{bin_path('python').rsplit('/', 1)[0]}:{__import__('os').environ['PATH']}"}
+    # -F: every job, as on a fresh clone (this checkout may hold a finished run)
+    dry = subprocess.run([bin_path("snakemake"), "-n", "-F", "--quiet", "rules"], cwd=root, env=env,
+                         capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    counts = dict(line.split() for line in dry.stdout.splitlines() if len(line.split()) == 2
+                  and line.split()[1].isdigit())
+    assert set(counts) - {"total", "all"} == ids
+    for view in ("--dag", "--rulegraph"):
+        res = subprocess.run([bin_path("snakemake"), view], cwd=root, env=env, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        labels = set(re.findall(r'label = "([^"]+)"', res.stdout))
+        assert labels - {"all"} == ids, view

@@ -108,6 +108,16 @@ def test_after_snakemake_dvc_has_nothing_to_do(project: Path) -> None:
     assert "runs/jarvis/s0/eval/pope/scores.json" in files
 
 
+def test_snakemake_report_embeds_the_comparison(project: Path, tmp_path: Path) -> None:
+    """`snakemake --report` holds the report stage's tables and figures (report() outputs) with their captions."""
+    html = tmp_path / "report.html"
+    run(project, "snakemake", "--report", str(html))
+    text = html.read_text()
+    for name in ("table.csv", "deltas.csv", "loss_curves.png", "scores.png"):
+        assert name in text, name
+    assert "paired differences over the shared seeds" in text and "Comparison" in text
+
+
 def _set_override(project: Path, lr: float) -> None:
     params = project / "params.yaml"
     raw = yaml.safe_load(params.read_text())

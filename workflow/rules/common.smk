@@ -22,6 +22,25 @@ PARAMS_STALE = sync_params_files(STAGES)
 DONE_DIR = ".snakemake/jarvis-done"  # one marker per stage that succeeded, until dvc.lock records it
 
 
+# `snakemake --report report.html` embeds the report stage's tables and figures with these captions (rst files in
+# workflow/report/, paths relative to the rule file stages.smk).
+CAPTIONS = {"table.csv": "table", "deltas.csv": "deltas", "loss_curves.png": "loss_curves", "scores.png": "scores"}
+
+
+def rule_outputs(stage):
+    outs = []
+    for out in stage.outs:
+        name = Path(out).name
+        if is_dir_out(out):
+            outs.append(directory(out))
+        elif stage.kind == "report" and (name in CAPTIONS or name.startswith("sweep-")):
+            caption = CAPTIONS.get(name, "sweep")
+            outs.append(report(out, caption=f"../report/{caption}.rst", category="Comparison"))
+        else:
+            outs.append(out)
+    return outs
+
+
 onstart:
     # Create the MLflow SQLite store and experiments once, on the head node, before parallel jobs race to migrate a
     # fresh schema (stack-facts §5: "a schema-migration race when many jobs hit a fresh DB").

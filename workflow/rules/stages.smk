@@ -3,12 +3,6 @@
 # (jarvis.dag.sync_params_files), dated against dvc.lock, so both tools rerun the same stages after a params edit.
 
 
-rule all:
-    default_target: True
-    input:
-        final_targets(STAGES),
-
-
 for _stage in STAGES:
 
     rule:
@@ -18,7 +12,7 @@ for _stage in STAGES:
             snakemake_inputs(_stage),
             params_file(_stage),
         output:
-            [directory(o) if is_dir_out(o) else o for o in _stage.outs],
+            rule_outputs(_stage),
             _stage.metrics,
         log:
             _stage.log,
