@@ -51,7 +51,8 @@ with SnakemakeApi(OutputSettings(quiet=True)) as api:
     w = wf._workflow
     out = {}
     for r in w.rules:
-        out[r.name] = {"input": sorted(str(f) for f in r.input), "output": sorted(str(f) for f in r.output)}
+        out[r.name] = {"input": sorted(str(f) for f in r.input), "output": sorted(str(f) for f in r.output),
+                       "retries": r._restart_times}  # the rule's own value (restart_times needs a run)
     print(json.dumps(out))
 """
     res = subprocess.run([bin_path("python"), "-c", code], cwd=root, capture_output=True, text=True, check=True)
@@ -70,6 +71,8 @@ def test_snakemake_and_dvc_describe_the_same_graph(root):
         assert smk[sid]["output"] == sorted(outs + metrics), sid
         expected_inputs = sorted([*snakemake_inputs(stages[sid]), params_file(stages[sid])])
         assert smk[sid]["input"] == expected_inputs, sid
+        # a preempted training job is resubmitted (and resumes its checkpoint); nothing else retries
+        assert smk[sid]["retries"] == (2 if stages[sid].kind in ("pretrain", "finetune") else 0), sid
         # Snakemake's params input holds exactly the values DVC tracks for the stage
         assert json.loads((root / params_file(stages[sid])).read_text()) == {k: lookup(raw, k) for k in entry["params"]}
 
@@ -115,3 +118,14 @@ def test_bare_snakemake_and_its_graph_views_cover_every_stage(root):
         assert res.returncode == 0, res.stderr
         labels = set(re.findall(r'label = "([^"]+)"', res.stdout))
         assert labels - {"all"} == ids, view
+
+
+def test_slurm_profile_polls_like_a_shared_cluster_wants(root):
+    """The SLURM profile checks status no more often than every 30 s and requeues preempted jobs (CI's local cluster
+    passes faster intervals on the command line)."""
+    profile = yaml.safe_load((root / "workflow/profiles/slurm/config.yaml").read_text())
+    assert profile["seconds-between-status-checks"] >= 30
+    assert profile["slurm-init-seconds-before-status-checks"] >= 30
+    assert profile["slurm-requeue"] is True and profile["slurm-status-command"] == "squeue"
+    local = yaml.safe_load((root / "workflow/profiles/local/config.yaml").read_text())
+    assert local["cores"] == 2 and "executor" not in local

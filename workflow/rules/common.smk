@@ -19,6 +19,10 @@ from jarvis.dag import (
 reject_runner_config(config)
 STAGES = load("params.yaml")
 PARAMS_STALE = sync_params_files(STAGES)
+# A training job killed by preemption (or a node failure) exits non-zero after saving a checkpoint (SIGTERM -> save
+# -> exit 143, jarvis.training): Snakemake resubmits it and the stage resumes from _work/ (its outputs were never
+# written). Other stages fail at once: their failures are bugs to look at.
+TRAINING_RETRIES = 2
 DONE_DIR = ".snakemake/jarvis-done"  # one marker per stage that succeeded, until dvc.lock records it
 
 

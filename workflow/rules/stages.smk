@@ -23,7 +23,6 @@ for _stage in STAGES:
         threads: _stage.resources["cpus"]
         resources:
             **slurm_resources(_stage),
-        conda:
-            "../../environment.yml"
+        retries: TRAINING_RETRIES if _stage.kind in ("pretrain", "finetune") else 0
         shell:
             "{params.launcher}{params.cmd} > {log:q} 2>&1 && mkdir -p $(dirname {params.done:q}) && touch {params.done:q}"
