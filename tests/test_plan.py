@@ -217,7 +217,29 @@ def test_mlflow_stage_id_tags_equal_dag_ids_for_every_kind(raw, tmp_path: Path, 
     for e in client.search_experiments():
         for run in client.search_runs([e.experiment_id]):
             seen[run.info.run_name] = (run.data.tags["jarvis.stage_id"], e.name)
-    assert seen == {p.run_name: (p.id, f"jarvis/{p.mlflow_experiment}") for p in picked.values()}
+    study = raw["run"]["study"]  # one MLflow experiment per study holds every kind's runs
+    assert seen == {p.run_name: (p.id, study) for p in picked.values()}
+    assert {p.mlflow_experiment for p in picked.values()} == {study}
+
+
+def test_mlflow_params_are_arm_independent(raw):
+    """Two arms' runs log the same keys, so MLflow's compare view diffs their settings, not their names: the two
+    LLaVA arms differ in bidirectional attention only; every arm's runs carry study, arm and seed tags."""
+    from jarvis.tracking import flatten_params
+
+    r = _resolver(raw)
+    for kind, extra in (("pretrain", {}), ("finetune", {}), ("evaluate", {"benchmark": "pope"})):
+        a, b = (r.resolve(kind, experiment=e, seed=0, **extra) for e in ("llava", "llava_bidir"))
+        fa, fb = flatten_params(a.logged), flatten_params(b.logged)
+        assert not any("llava" in k for k in (*fa, *fb)), kind  # no arm name inside a key
+        diff = {k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k)}
+        assert "cfg.arm.bidir_visual_attn" in diff and diff <= {"cfg.arm.bidir_visual_attn",
+                                                               "cfg.experiment.bidir_visual_attn"}, (kind, diff)
+        tags = dict(b.tags)
+        assert (tags["jarvis.study"], tags["jarvis.arm"], tags["jarvis.seed"]) == (raw["run"]["study"], "llava_bidir",
+                                                                                   "0")
+    jarvis = flatten_params(r.resolve("pretrain", experiment="jarvis", seed=0).logged)
+    assert jarvis["cfg.arm.jepa.layer"] == str(raw["llms"]["tiny_llama"]["jepa_layer"])  # resolved, not null
 
 
 # ------------------------------------------------------------------ seeds reach the weights

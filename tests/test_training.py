@@ -341,7 +341,7 @@ def test_two_process_deepspeed_run(tmp_path: Path, zero: int) -> None:
     # the child's store, named explicitly: in-process tests of this session leave MLFLOW_TRACKING_URI set
     # (mlflow.set_tracking_uri exports it), which tracking_uri() would prefer
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
-    exp = client.get_experiment_by_name("jarvis/tiny")
+    exp = client.get_experiment_by_name("tiny")
     runs = client.search_runs([exp.experiment_id])
     assert [r.info.run_name for r in runs] == ["tiny/pretrain"]
     run = runs[0]
@@ -379,7 +379,7 @@ def test_preempted_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{broken}/mlruns/mlflow.db")  # explicit: see test_two_process_deepspeed_run
-    runs = client.search_runs([client.get_experiment_by_name("jarvis/tiny").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
 
 

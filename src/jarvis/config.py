@@ -497,6 +497,8 @@ class Sweep(_Strict):
 
 
 class RunSelection(_Strict):
+    # The MLflow experiment holding every run of this selection: arms, seeds, sweep variants and shared stages.
+    study: SafeName = "jarvis"
     experiments: list[SafeName] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)  # every training/evaluation stage runs once per seed
     sweeps: list[SafeName] = []  # names in `sweeps`; their variants run too (x seeds)
@@ -653,6 +655,20 @@ class Params(_Strict):
         base = self.jepa[e.jepa]
         override = e.overrides.get("jepa")
         return JepaRecipe.model_validate(merge(base.model_dump(), override)) if override else base
+
+    def arm_summary(self, exp: str) -> dict[str, Any]:
+        """The experiment as resolved (recipe, overrides, read-out layer), keyed without its name: what MLflow logs
+        as ``arm.*`` so that the compare view of two arms diffs their settings, not their names."""
+        e = self.experiment(exp)
+        jepa = self.jepa_recipe(exp)
+        out: dict[str, Any] = {
+            "llm": e.llm, "vision": e.vision, "projector": e.projector, "bidir_visual_attn": e.bidir_visual_attn,
+            "data": e.data, "training": e.training, "target": jepa.target if jepa else "none",
+            "jepa": {**jepa.model_dump(mode="json"), "layer": self.jepa_layer(exp)} if jepa else "none",
+        }
+        for stage in ("pretrain", "finetune"):
+            out[stage] = self.stage_training(exp, stage).model_dump(mode="json")
+        return out
 
     def jepa_layer(self, exp: str) -> int:
         e = self.experiment(exp)

@@ -195,6 +195,7 @@ class StagePlan:
     spec: Any = None
     experiment: str | None = None
     seed: int | None = None
+    logged: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)  # MLflow params (arm-independent)
 
     @property
     def cmd(self) -> str:
@@ -214,7 +215,7 @@ class StagePlan:
         from jarvis.tracking import RunIdentity
 
         return RunIdentity(experiment=self.mlflow_experiment, run_name=self.run_name, tags=self.tags,
-                           values=self.values)
+                           values=self.values, logged=self.logged)
 
 
 # ------------------------------------------------------------------ resolver
@@ -275,14 +276,39 @@ class Resolver:
         kind = kw["kind"]
         code = _code(_CLI_COMMAND[kind])
         code = [*code, *kw.pop("extra_code", ())]
-        tags = {"jarvis.stage_id": kw["id"], "jarvis.stage": kind,
-                "jarvis.experiment": kw.get("experiment") or kw["mlflow_experiment"]}
+        # One MLflow experiment per study (run.study): every arm, seed, variant and shared stage, told apart by tags.
+        study = self.params.run.study
+        tags = {"jarvis.stage_id": kw["id"], "jarvis.stage": kind, "jarvis.study": study}
         if kw.get("seed") is not None:
             tags["jarvis.seed"] = str(kw["seed"])
         exp = kw.get("experiment")
-        if exp in self.variants:
-            tags.update({"jarvis.sweep": self.variants[exp].sweep, "jarvis.sweep_base": self.variants[exp].base})
-        return StagePlan(params=keys, values=values, code=tuple(code), tags=tuple(sorted(tags.items())), **kw)
+        logged: dict[str, Any] = dict(values)
+        if exp is not None:
+            tags.update({"jarvis.arm": exp, "jarvis.experiment": exp})
+            if exp in self.variants:
+                tags.update({"jarvis.variant": exp, "jarvis.sweep": self.variants[exp].sweep,
+                             "jarvis.sweep_base": self.variants[exp].base})
+            logged = {**self._arm_independent(exp, values), "arm": self.params.arm_summary(exp)}
+        return StagePlan(params=keys, values=values, code=tuple(code), tags=tuple(sorted(tags.items())),
+                         mlflow_experiment=study, logged=MappingProxyType(logged), **kw)
+
+    def _arm_independent(self, exp: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Declared params with the arm's own names taken out of the keys (``experiments.jarvis.llm`` -> ``experiment.
+        llm``, ``training.tiny.pretrain.x`` -> ``training.pretrain.x``): two arms' runs then share their keys."""
+        e = self.params.experiments[exp]
+        base = self.variants[exp].base if exp in self.variants else exp
+        names = {f"experiments.{exp}": "experiment", f"experiments.{base}": "experiment",
+                 f"training.{e.training}": "training"}
+        if e.jepa is not None:
+            names[f"jepa.{e.jepa}"] = "jepa"
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            for prefix, role in names.items():
+                if key == prefix or key.startswith(prefix + "."):
+                    key = role + key[len(prefix):]
+                    break
+            out[key] = value
+        return out
 
     def _resources(self, recipe: str, kind: str) -> dict[str, Any]:
         return getattr(self.params.training[recipe].resources, kind).model_dump()
@@ -375,7 +401,7 @@ class Resolver:
         sid = f"download-{component}-{name}"
         spec = DownloadSpec(component=component, name=name, entry=entry, out=out, seed=seed, **extra)
         return self._finish(log, id=sid, kind="download", argv=("jarvis", "download", f"--{component}", name),
-                            mlflow_experiment="components", run_name=sid, inputs=tuple(dict.fromkeys(inputs)),
+                            run_name=sid, inputs=tuple(dict.fromkeys(inputs)),
                             outs=(_p(out),), metrics=(), spec=spec,
                             resources=self._resources(recipe or self._shared_recipe(), "download"))
 
@@ -391,8 +417,8 @@ class Resolver:
         sid = f"cache_features-{key}"
         argv = ("jarvis", "cache-features", "--data", data, "--vision", vision) + (
             ("--target", target) if target else ())
-        return self._finish(log, id=sid, kind="cache_features", argv=argv, mlflow_experiment="components",
-                            run_name=sid, inputs=tuple(_p(p) for p in inputs), outs=(_p(spec.out),), metrics=(),
+        return self._finish(log, id=sid, kind="cache_features", argv=argv, run_name=sid,
+                            inputs=tuple(_p(p) for p in inputs), outs=(_p(spec.out),), metrics=(),
                             spec=spec, resources=self._resources(recipe or self._shared_recipe(), "cache_features"))
 
     def train(self, stage: Literal["pretrain", "finetune"], exp: str, seed: int) -> StagePlan:
@@ -440,7 +466,7 @@ class Resolver:
             extra_code = (f"workflow/deepspeed/zero{training.zero_stage if training.zero_stage >= 2 else 2}.json",)
         sid = f"{stage}-{exp}-s{seed}"
         return self._finish(log, id=sid, kind=stage, argv=("jarvis", stage, "--experiment", exp, "--seed", str(seed)),
-                            mlflow_experiment=exp, run_name=f"{exp}/s{seed}/{stage}",
+                            run_name=f"{exp}/s{seed}/{stage}",
                             inputs=tuple(_p(Path(i)) for i in inputs),
                             outs=(_p(spec.out_dir), _p(spec.history)), metrics=(_p(spec.metrics),), spec=spec,
                             resources=resources, experiment=exp, seed=seed, extra_code=extra_code)
@@ -462,7 +488,7 @@ class Resolver:
         sid = f"evaluate-{exp}-s{seed}-{bench}"
         return self._finish(log, id=sid, kind="evaluate",
                             argv=("jarvis", "evaluate", "--experiment", exp, "--seed", str(seed), "--benchmark", bench),
-                            mlflow_experiment=exp, run_name=f"{exp}/s{seed}/evaluate-{bench}",
+                            run_name=f"{exp}/s{seed}/evaluate-{bench}",
                             inputs=(_p(paths.dataset_dir(data)), _p(ckpt)), outs=(_p(spec.answers),),
                             metrics=(_p(spec.scores),), spec=spec,
                             resources=self._resources(self.params.experiments[exp].training, "evaluate"),
@@ -500,7 +526,7 @@ class Resolver:
         rep = spec.out_dir
         inputs = [_p(f) for *_, f in spec.score_files] + [_p(h) for *_, h in spec.histories]
         return self._finish(log, id="report", kind="report", argv=("jarvis", "report"),
-                            mlflow_experiment="pipeline", run_name="report", inputs=tuple(inputs),
+                            run_name="report", inputs=tuple(inputs),
                             outs=tuple(_p(rep / n) for n in (*REPORT_OUTPUTS, *(f"sweep-{s}.png" for s in selected))),
                             metrics=(_p(rep / "summary.json"),),
                             spec=spec, resources=self._resources(self._shared_recipe(), "report"))

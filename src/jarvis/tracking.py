@@ -1,11 +1,13 @@
-"""MLflow tracking: one store, one experiment per jarvis experiment, one run per stage (style.md §3.6).
+"""MLflow tracking: one store, one experiment per study, one run per stage (style.md §3.6).
 
 - Store: ``sqlite:///<project root>/mlruns/mlflow.db`` (absolute, so jobs in other working directories share it;
   stack-facts §5), artifacts under ``<root>/mlruns/artifacts``. ``MLFLOW_TRACKING_URI`` overrides the store.
   The file store is in maintenance mode in MLflow 3.17 and is not used.
-- Names and tags come from the stage plan (jarvis.plan): MLflow experiment ``jarvis/<experiment>`` (``components``
-  for shared building blocks, ``pipeline`` for the report), run ``<experiment>/s<seed>/<stage>``, tag
-  ``jarvis.stage_id`` = the DAG stage id, for every stage kind.
+- Names and tags come from the stage plan (jarvis.plan): one MLflow experiment per study (``run.study``) holding
+  every arm, seed, sweep variant and shared stage; run ``<experiment>/s<seed>/<stage>``; tags ``jarvis.stage_id``
+  (= the DAG stage id, for every stage kind), ``jarvis.stage``, ``jarvis.arm``, ``jarvis.seed``, ``jarvis.variant``.
+  Params are logged under arm-independent keys (``cfg.experiment.*``, ``cfg.arm.*``), so the compare view of two arms
+  diffs their settings.
 - Every stage run is opened with :func:`stage_run` on rank 0 (other ranks get None); the Trainer's MLflowCallback
   logs into it because it only starts its own run when none is active (transformers ``integration_utils.py``,
   ``MLflowCallback.setup``) -- so ``MLFLOW_RUN_ID`` / ``MLFLOW_NESTED_RUN`` must stay unset.
@@ -63,17 +65,19 @@ def artifact_location(experiment: str, root: Path | None = None) -> str:
 
 
 def experiment_name(experiment: str) -> str:
-    return f"jarvis/{experiment}"
+    """The MLflow experiment of a study (``run.study`` in params.yaml) is named as the study."""
+    return experiment
 
 
 @dataclass(frozen=True)
 class RunIdentity:
     """What names and tags one stage's MLflow run (a StagePlan's view of itself: ``plan.identity``)."""
 
-    experiment: str  # MLflow experiment suffix: jarvis/<experiment>
+    experiment: str  # the MLflow experiment: the study (run.study)
     run_name: str
     tags: tuple[tuple[str, str], ...]  # must hold jarvis.stage_id
-    values: Mapping[str, Any]  # the stage's declared params and their values
+    values: Mapping[str, Any]  # the stage's declared params and their values (its digest keys the work dir)
+    logged: Mapping[str, Any] | None = None  # what MLflow shows as params (arm-independent keys); None: values
 
 
 def _client(uri: str) -> Any:
@@ -85,7 +89,7 @@ def _client(uri: str) -> Any:
 
 
 def ensure_experiment(experiment: str, root: Path | None = None) -> str:
-    """Create (once) the MLflow experiment ``jarvis/<experiment>``; returns its id."""
+    """Create (once) the MLflow experiment named ``experiment``; returns its id."""
     uri = tracking_uri(root)
     client = _client(uri)
     name = experiment_name(experiment)
@@ -237,7 +241,7 @@ def stage_run(
         _write_run_file(work_dir, {"run_id": run.info.run_id, "params_digest": params_digest(params),
                                    "tracking_uri": uri})
         logger.info("MLflow: new run %s (%s) in %s", run.info.run_id, identity.run_name, uri)
-    flat = flatten_params(params)
+    flat = flatten_params(identity.logged if identity.logged is not None else params)
     items = list(flat.items())
     for i in range(0, len(items), _PARAMS_PER_BATCH):
         mlflow.log_params(dict(items[i : i + _PARAMS_PER_BATCH]))  # same values on resume: allowed
