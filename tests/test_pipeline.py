@@ -118,6 +118,39 @@ def test_snakemake_report_embeds_the_comparison(project: Path, tmp_path: Path) -
     assert "paired differences over the shared seeds" in text and "Comparison" in text
 
 
+def test_mlflow_ui_shows_the_arms_side_by_side_in_a_browser(project: Path, tmp_path: Path) -> None:
+    """A real `mlflow server` over the pipeline's store and a real headless Chromium: the compare view of the arms'
+    evaluation runs shows every benchmark score of every arm, and the study's runs table lists every arm."""
+    from urllib.parse import quote
+
+    from mlflow import MlflowClient
+
+    from mlflow_browser import mlflow_server, rendered_text, shown
+
+    uri = f"sqlite:///{project}/mlruns/mlflow.db"
+    client = MlflowClient(uri)
+    study = client.get_experiment_by_name(yaml.safe_load((project / "params.yaml").read_text())["run"]["study"])
+    evals = client.search_runs([study.experiment_id], "tags.`jarvis.stage` = 'evaluate'")
+    assert sorted((r.data.tags["jarvis.arm"], r.data.tags["jarvis.seed"]) for r in evals) == sorted(
+        (e, str(s)) for e in EXPERIMENTS for s in SEEDS)  # one evaluation run per (arm, seed)
+    assert len({frozenset(r.data.metrics) for r in evals}) == 1  # the same metric keys in every arm
+    benches = _benchmarks(project)
+    picked = sorted((r for r in evals if r.data.tags["jarvis.seed"] == "0"), key=lambda r: r.info.run_name)
+    with mlflow_server(uri, tmp_path / "server.log") as (base, _):
+        ids = quote(json.dumps([r.info.run_id for r in picked]))
+        page = rendered_text(f"{base}/#/compare-runs?runs={ids}&experiments={quote(json.dumps([study.experiment_id]))}",
+                             tmp_path / "chrome")
+        assert f"Comparing {len(picked)} Runs" in page, page[:2000]
+        table = page[page.index("Metrics Show diff only"):]
+        for bench in benches:
+            assert f" {bench} " in table, bench
+            for r in picked:
+                assert f" {shown(r.data.metrics[bench])} " in table, (r.info.run_name, bench)
+        runs = rendered_text(f"{base}/#/experiments/{study.experiment_id}/runs", tmp_path / "chrome")
+        for r in evals:
+            assert r.info.run_name in runs, r.info.run_name
+
+
 def _set_override(project: Path, lr: float) -> None:
     params = project / "params.yaml"
     raw = yaml.safe_load(params.read_text())

@@ -96,7 +96,9 @@ def ensure_experiment(experiment: str, root: Path | None = None) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
-    return str(client.create_experiment(name, artifact_location=artifact_location(experiment, root)))
+    # The UI opens an experiment of this kind on its training-runs table (MLflow 3 otherwise guesses GenAI).
+    tags = {"mlflow.experimentKind": "custom_model_development"}
+    return str(client.create_experiment(name, artifact_location=artifact_location(experiment, root), tags=tags))
 
 
 def init_store(experiments: Iterable[str], root: Path | None = None) -> dict[str, str]:
