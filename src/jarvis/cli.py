@@ -154,9 +154,9 @@ def cmd_dag(args: argparse.Namespace) -> int:
         print(f"dvc.yaml: {len(stages)} stages")
         return 0
     if args.action == "check":
-        current = Path("dvc.yaml").read_text() if Path("dvc.yaml").exists() else ""
-        if current != text:
-            print("dvc.yaml is stale: run `jarvis dag render`", file=sys.stderr)
+        stale = dag.stale_message(stages)
+        if stale is not None:
+            print(stale, file=sys.stderr)
             return 1
         print("dvc.yaml is fresh")
         return 0
@@ -298,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The commands dvc.yaml runs (jarvis.plan's stage kinds); the others are tools.
+PIPELINE_STAGES = frozenset({"download", "cache-features", "pretrain", "finetune", "evaluate", "report"})
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -323,6 +327,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jarvis.config import ConfigError
 
     try:
+        if os.environ.get("DVC_STAGE") and args.command in PIPELINE_STAGES:
+            from jarvis import dag
+
+            # `dvc repro` runs what dvc.yaml says: refuse when params.yaml now describes another graph
+            dag.require_fresh(dag.load(), Path(os.environ.get("DVC_ROOT", ".")) / "dvc.yaml")
         return int(args.func(args) or 0)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -55,6 +55,25 @@ def render_dvc(stages: list[Stage]) -> str:
     return header + yaml.safe_dump(doc, sort_keys=False, width=120)
 
 
+def stale_message(stages: list[Stage], path: Path = Path("dvc.yaml")) -> str | None:
+    """None when ``path`` is what ``jarvis dag render`` writes for ``stages``; else why and the fixing command."""
+    current = path.read_text() if path.is_file() else ""
+    if current == render_dvc(stages):
+        return None
+    return (f"{path} is stale: params.yaml or the stage graph changed since it was rendered (stages added, removed or"
+            " with other deps, params or outputs); run `jarvis dag render`, then rerun")
+
+
+def require_fresh(stages: list[Stage], path: Path = Path("dvc.yaml")) -> None:
+    """Snakemake (at DAG load) and every stage started by DVC refuse to run a graph dvc.yaml does not describe:
+    the two tools would run different stages, and dvc.lock would record the wrong ones."""
+    from jarvis.config import ConfigError
+
+    message = stale_message(stages, path)
+    if message is not None:
+        raise ConfigError(message)
+
+
 def load(params_path: str | Path = paths.PARAMS) -> list[Stage]:
     from jarvis.plan import load as load_resolver
 
