@@ -91,9 +91,9 @@ def test_an_override_applies_to_its_stage_and_keeps_the_declared_keys(raw):
     raw["experiments"]["jarvis"]["overrides"] = {"finetune": {"learning_rate": 2.0e-3}}
     plans = _by_id(raw)
     assert {i: p.params for i, p in plans.items()} == before  # a value edit never needs a new dvc.yaml
-    assert plans["finetune-jarvis-s0"].spec.training.learning_rate == 2.0e-3
+    assert plans["finetune-jarvis-s0"].spec.train.learning_rate == 2.0e-3
     assert "experiments.jarvis.overrides" in plans["finetune-jarvis-s0"].params  # the same key, present or not
-    assert plans["pretrain-jarvis-s0"].spec.training.learning_rate == 1.0e-3
+    assert plans["pretrain-jarvis-s0"].spec.train.learning_rate == 1.0e-3
 
 
 # ------------------------------------------------------------------ code deps

@@ -35,7 +35,7 @@ from pydantic import (
 from jarvis import yamlsafe
 
 TemplateName = Literal["plain", "vicuna_v1", "qwen2", "mistral"]
-JepaLossKind = Literal["cos", "smooth_l1"]  # the one list of JEPA losses (jarvis.losses, JarvisConfig read it)
+JepaLossKind = Literal["cos", "smooth_l1"]  # the one list of JEPA losses; the schema and JarvisConfig check it
 JEPA_LOSSES: tuple[str, ...] = get_args(JepaLossKind)
 TrainableGroup = Literal["projector", "mask_token", "jepa_head", "llm", "vision", "target"]
 BENCHMARKS = (
@@ -449,6 +449,40 @@ class JepaRecipe(_Strict):
         if self.mask.num_targets < 1:  # the sampler allows 0; a JEPA recipe without target blocks has no JEPA loss
             raise _KeyedError("mask.num_targets", f"{self.mask.num_targets}: a JEPA recipe needs at least 1 target")
         return self
+
+
+class TrainSettings(StageTraining):
+    """One training stage as jarvis.training runs it: the stage's validated recipe (every field declared once, by
+    :class:`StageTraining`, and validated by it) plus the run it belongs to. jarvis.plan builds it once per stage
+    plan (``TrainSpec.train``); nothing copies its fields.
+
+    ``mask_spec`` is None for a stage without JEPA (LLaVA arms, and stage 2 always: the resolver decides, paper-spec
+    §8). Non-finite floats are allowed here, unlike in params.yaml (which rejects them before a settings object
+    exists): the training engine's divergence guard is tested with them.
+    """
+
+    model_config = ConfigDict(allow_inf_nan=True)
+
+    stage: Literal["pretrain", "finetune"]  # part of every seed (skip coin, masks)
+    seed: int  # the run's seed (run.seeds)
+    jepa_skip_prob: float = Field(default=0.0, ge=0, le=1)  # P(micro-step is NTP-only), paper-spec §7
+    mask_spec: MaskSpec | None = None
+    # engine constants, not params: scratch checkpoints kept in the work dir, DataLoader workers
+    save_total_limit: int = Field(default=2, ge=1)
+    num_workers: int = Field(default=0, ge=0)
+
+    @classmethod
+    def of(cls, recipe: StageTraining, stage: Literal["pretrain", "finetune"], seed: int,
+           jepa: JepaRecipe | None) -> TrainSettings:
+        """The recipe as it is, with the run's stage and seed and the stage's JEPA recipe (None: no JEPA)."""
+        run = {"stage": stage, "seed": seed}
+        if jepa is not None:
+            run.update(jepa_skip_prob=jepa.skip_prob, mask_spec=jepa.mask)
+        return cls.model_validate({**dict(recipe), **run})
+
+    @property
+    def jepa_enabled(self) -> bool:
+        return self.mask_spec is not None
 
 
 class Evaluation(_Strict):

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from jarvis import codedeps, paths
-from jarvis.config import JepaRecipe, MaskSpec, Params, StageTraining, lookup, merge
+from jarvis.config import JepaRecipe, MaskSpec, Params, StageTraining, TrainSettings, lookup, merge
 from jarvis.model.recipe import JepaHead, ModelRecipe, TowerRecipe, tower_recipe
 from jarvis.sweeps import Variant, expand
 
@@ -128,9 +128,7 @@ def cache_identity(spec: CacheSpec) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    stage: Literal["pretrain", "finetune"]
-    seed: int
-    training: StageTraining
+    train: TrainSettings  # the stage's training settings (its recipe, stage, seed, skip prob, mask spec), built once
     jepa: JepaRecipe | None  # stage 1 of a JARVIS arm only (paper-spec §8): the one place this is decided
     model: ModelRecipe | None  # stage 1 builds from components; stage 2 loads `init_from`
     init_from: Path | None
@@ -145,8 +143,16 @@ class TrainSpec:
     feature_cache_expect: dict[str, str] | None = None  # cache_identity of the cache it reads (checked on open)
 
     @property
+    def stage(self) -> Literal["pretrain", "finetune"]:
+        return self.train.stage
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed
+
+    @property
     def mask(self) -> MaskSpec | None:
-        return self.jepa.mask if self.jepa is not None else None
+        return self.train.mask_spec
 
 
 @dataclass(frozen=True)
@@ -426,8 +432,8 @@ class Resolver:
         else:
             init_from = tokenizer_dir = paths.checkpoint_dir(exp, seed, "pretrain")  # tokenizer saved with it
             inputs.append(_p(init_from))
-        spec = TrainSpec(stage=stage, seed=seed, training=training, jepa=jepa, model=model, init_from=init_from,
-                         tokenizer_dir=tokenizer_dir,
+        spec = TrainSpec(train=TrainSettings.of(training, stage, seed, jepa), jepa=jepa, model=model,
+                         init_from=init_from, tokenizer_dir=tokenizer_dir,
                          corpus=self._corpus(v, data, "pretrain" if stage == "pretrain" else "instruct"),
                          max_dropped_fraction=v.datasets[data].max_dropped_fraction,
                          max_truncated_fraction=v.datasets[data].max_truncated_fraction, feature_cache=cache,
