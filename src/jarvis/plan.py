@@ -196,6 +196,7 @@ class StagePlan:
     metrics: tuple[str, ...]
     params: tuple[str, ...]  # the params.yaml keys resolution read
     values: Mapping[str, Any] = field(hash=False, compare=False)  # key -> value in params.yaml
+    read: tuple[str, ...] = field(default=(), compare=False)  # every key resolution read (``params`` reduces it)
     code: tuple[str, ...] = ()  # project-relative files: the command's import closure + configs it reads
     resources: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
     spec: Any = None
@@ -249,15 +250,26 @@ class Resolver:
         self.raw = raw
 
     # ---- recording
-    def _declared(self, log: list[str]) -> tuple[str, ...]:
+    def _read(self, log: list[str]) -> tuple[str, ...]:
+        """The keys resolution read, in params.yaml's terms (sweep variants translated), in order."""
+        return tuple(dict.fromkeys(t for k in log for t in self._translate(k)))
+
+    def _declared(self, read: tuple[str, ...]) -> tuple[str, ...]:
+        """The params.yaml keys a stage declares: each key read itself, the exact leaf, when params.yaml writes it.
+
+        A value read from a schema default that params.yaml leaves out has no key of its own: DVC refuses to declare
+        a missing key (MissingParamsError), and writing it later must rerun the stage, so its nearest written parent
+        is declared instead (over-broad: that parent's other entries then count too). params.yaml therefore writes
+        every key a stage reads (``image_size: null`` of a tower), and test_plan checks that none falls back.
+        """
         keys: set[str] = set()
-        for k in log:
-            for t in self._translate(k):
-                while not _exists(self.raw, t):  # a default not written in params.yaml: its parent holds it
-                    if "." not in t:
-                        raise KeyError(f"params key {k!r} resolves to nothing in params.yaml")
-                    t = t.rsplit(".", 1)[0]
-                keys.add(t)
+        for t in read:
+            key = t
+            while not _exists(self.raw, key):
+                if "." not in key:
+                    raise KeyError(f"params key {t!r} resolves to nothing in params.yaml")
+                key = key.rsplit(".", 1)[0]
+            keys.add(key)
         return tuple(sorted(k for k in keys if not any(k.startswith(a + ".") for a in keys)))
 
     def _translate(self, key: str) -> list[str]:
@@ -276,7 +288,8 @@ class Resolver:
         return out
 
     def _finish(self, log: list[str], **kw: Any) -> StagePlan:
-        keys = self._declared(log)
+        read = self._read(log)
+        keys = self._declared(read)
         values = MappingProxyType({k: lookup(self.raw, k) for k in keys})
         kind = kw["kind"]
         code = _code(_CLI_COMMAND[kind])
@@ -288,7 +301,8 @@ class Resolver:
         exp = kw.get("experiment")
         if exp in self.variants:
             tags.update({"jarvis.sweep": self.variants[exp].sweep, "jarvis.sweep_base": self.variants[exp].base})
-        return StagePlan(params=keys, values=values, code=tuple(code), tags=tuple(sorted(tags.items())), **kw)
+        return StagePlan(params=keys, values=values, read=read, code=tuple(code), tags=tuple(sorted(tags.items())),
+                         **kw)
 
     def _resources(self, recipe: str, kind: str) -> dict[str, Any]:
         return getattr(self.params.training[recipe].resources, kind).model_dump()
