@@ -675,18 +675,14 @@ class Params(_Strict):
 
     def stage_training(self, exp: str, stage: Literal["pretrain", "finetune"]) -> StageTraining:
         e = self.experiment(exp)
-        base: StageTraining = getattr(self.training[e.training], stage)
-        override = e.overrides.get(stage)
-        return StageTraining.model_validate(merge(base.model_dump(), override)) if override else base
+        return with_override(getattr(self.training[e.training], stage), e.overrides.get(stage))
 
     def jepa_recipe(self, exp: str) -> JepaRecipe | None:
         """The experiment's JEPA recipe with its overrides (stage 1 only: stage 2 never reads it, paper-spec §8)."""
         e = self.experiment(exp)
         if e.jepa is None:
             return None
-        base = self.jepa[e.jepa]
-        override = e.overrides.get("jepa")
-        return JepaRecipe.model_validate(merge(base.model_dump(), override)) if override else base
+        return with_override(self.jepa[e.jepa], e.overrides.get("jepa"))
 
     def jepa_layer(self, exp: str) -> int:
         e = self.experiment(exp)
@@ -699,6 +695,15 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     for k, v in override.items():
         out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+_M = typing.TypeVar("_M", bound=BaseModel)
+
+
+def with_override(base: _M, override: dict[str, Any] | None) -> _M:
+    """A building block with an experiment's ``overrides.<block>`` applied and validated by the block's own schema
+    (the one place overrides are applied: Params' lookups and jarvis.plan's resolver both use it)."""
+    return type(base).model_validate(merge(base.model_dump(), override)) if override else base
 
 
 def _format_error(err: ValidationError) -> str:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from jarvis import codedeps, paths
-from jarvis.config import JepaRecipe, MaskSpec, Params, StageTraining, TrainSettings, lookup, merge
+from jarvis.config import JepaRecipe, MaskSpec, Params, StageTraining, TrainSettings, lookup, with_override
 from jarvis.model.recipe import JepaHead, ModelRecipe, TowerRecipe, tower_recipe
 from jarvis.sweeps import Variant, expand
 
@@ -332,9 +332,7 @@ class Resolver:
         ref = e.jepa
         if ref is None:
             return None
-        override = e.overrides.get("jepa")
-        base = v.jepa[ref].value()
-        return JepaRecipe.model_validate(merge(base.model_dump(), override)) if override else base
+        return with_override(v.jepa[ref].value(), e.overrides.get("jepa"))
 
     @staticmethod
     def _llm_entry(llm: View) -> Any:
@@ -353,11 +351,7 @@ class Resolver:
     @staticmethod
     def _training(v: View, exp: str, stage: str) -> StageTraining:
         e = v.experiments[exp]
-        base = getattr(v.training[e.training], stage)
-        override = e.overrides.get(stage)
-        if override:
-            return StageTraining.model_validate(merge(base.value().model_dump(), override))
-        return base.value()
+        return with_override(getattr(v.training[e.training], stage).value(), e.overrides.get(stage))
 
     # ---- kinds
     def download(self, component: Literal["data", "llm", "tower"], name: str,
