@@ -64,8 +64,8 @@ def test_cli_resolves_the_same_plan_as_the_graph(raw):
 def test_declared_params_are_the_keys_resolution_read(raw):
     plans = _by_id(raw)
     jarvis, llava = plans["pretrain-jarvis-s0"], plans["pretrain-llava-s0"]
-    assert {"jepa.tiny", "llms.tiny_llama.jepa_layer", "towers.tiny_dinov2", "training.tiny.pretrain"} <= set(
-        jarvis.params)
+    assert {"jepa.tiny", "llms.tiny_llama.jepa_layer", "towers.tiny_dinov2.feature_layer",
+            "training.tiny.pretrain"} <= set(jarvis.params)
     assert not any(k.startswith("jepa.") or k.endswith("jepa_layer") for k in llava.params)
     assert not any(k.startswith("training.") for k in plans["evaluate-jarvis-s0-pope"].params)
     assert "experiments.jarvis" not in jarvis.params and "experiments.jarvis.paper_ref" not in jarvis.params
@@ -77,6 +77,40 @@ def test_declared_params_are_the_keys_resolution_read(raw):
     for p in plans.values():
         assert not any(".resources" in k for k in p.params), p.id
         assert dict(p.values) == {k: _lookup(raw, k) for k in p.params}
+
+
+def test_each_key_read_is_declared_itself_not_its_parent(raw):
+    """Declared keys == keys read: with every sweep selected, each key a stage's resolution reads is written in
+    params.yaml and declared as it is (never widened to its parent block), so an edit of a sibling the stage does not
+    read leaves its declared values unchanged. A default left out of params.yaml is declared as its nearest written
+    parent (DVC refuses a missing key, and writing it later must rerun the stage)."""
+    raw["run"]["sweeps"] = list(raw["sweeps"])
+    plans = _by_id(raw)
+    assert len({p.kind for p in plans.values()}) == 6
+    for p in plans.values():
+        read = set(p.read)
+        assert read and all(_exists(raw, k) for k in read), (p.id, sorted(k for k in read if not _exists(raw, k)))
+        assert set(p.params) == {k for k in read if not any(k.startswith(a + ".") for a in read)}, p.id
+    pre = plans["pretrain-jarvis-s0"]
+    assert {"towers.tiny_dinov2.feature_layer", "towers.tiny_dinov2.image_size"} <= set(pre.params)
+    assert not any(k in pre.params for k in ("towers.tiny_dinov2", "towers.tiny_dinov2.config"))
+    # a sibling the stage does not read (the tower's architecture: its download stage reads it)
+    edited = copy.deepcopy(raw)
+    edited["towers"]["tiny_dinov2"]["config"]["num_attention_heads"] = 2
+    after = _by_id(edited)
+    assert dict(after[pre.id].values) == dict(pre.values)
+    assert dict(after["download-tower-tiny_dinov2"].values) != dict(plans["download-tower-tiny_dinov2"].values)
+    # a default left out: its parent is declared, so writing the key later reruns the stage
+    del edited["towers"]["tiny_dinov2"]["image_size"]
+    assert "towers.tiny_dinov2" in _by_id(edited)[pre.id].params
+
+
+def _exists(raw, key):
+    try:
+        _lookup(raw, key)
+    except (KeyError, TypeError):
+        return False
+    return True
 
 
 def _lookup(raw, key):
@@ -91,9 +125,9 @@ def test_an_override_applies_to_its_stage_and_keeps_the_declared_keys(raw):
     raw["experiments"]["jarvis"]["overrides"] = {"finetune": {"learning_rate": 2.0e-3}}
     plans = _by_id(raw)
     assert {i: p.params for i, p in plans.items()} == before  # a value edit never needs a new dvc.yaml
-    assert plans["finetune-jarvis-s0"].spec.training.learning_rate == 2.0e-3
+    assert plans["finetune-jarvis-s0"].spec.train.learning_rate == 2.0e-3
     assert "experiments.jarvis.overrides" in plans["finetune-jarvis-s0"].params  # the same key, present or not
-    assert plans["pretrain-jarvis-s0"].spec.training.learning_rate == 1.0e-3
+    assert plans["pretrain-jarvis-s0"].spec.train.learning_rate == 1.0e-3
 
 
 # ------------------------------------------------------------------ code deps

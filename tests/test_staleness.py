@@ -131,6 +131,8 @@ def _edit(project: Path, dotted: str, value) -> str:
     ("training.tiny.resources.pretrain.runtime", 99, set()),  # a scheduler request: read by no stage
     ("evaluation.max_new_tokens", {"pope": 6}, {"evaluate"}),
     ("llms.tiny_llama.jepa_layer", 2, {"pretrain"}),  # the JEPA read-out layer: not the LM download
+    # a tower's architecture: its download, not the stages that read only its feature selection (sibling keys)
+    ("towers.tiny_dinov2.config.num_attention_heads", 2, {"download"}),
     ("training.tiny.finetune.learning_rate", 2.0e-3, {"finetune"}),
 ])
 def test_a_params_edit_reruns_exactly_the_stages_reading_it(project: Path, key, value, kinds) -> None:

@@ -90,9 +90,18 @@ def tiny_samples(n: int = 16, seed: int = 0, with_image: bool = True) -> list[di
 
 
 def tiny_settings(**over: Any) -> TrainSettings:
-    base = dict(stage="pretrain", seed=7, learning_rate=1e-2, per_device_batch=2, grad_accum=2, world_size=1,
-                max_steps=4, warmup_ratio=0.0, save_steps=2, logging_steps=2, jepa_skip_prob=0.0, mask_spec=MASKS)
+    """Settings of a tiny CPU stage; ``world_size`` and ``grad_accum`` are given as the engine reads them and turned
+    into the recipe's own fields (nproc on one node; global batch = per-device x accumulation x world)."""
+    base: dict[str, Any] = dict(
+        stage="pretrain", seed=7, learning_rate=1e-2, per_device_batch=2, grad_accum=2, world_size=1, max_steps=4,
+        epochs=1.0, warmup_ratio=0.0, lr_scheduler="cosine", weight_decay=0.0, max_grad_norm=1.0, bf16=False,
+        gradient_checkpointing=False, zero_stage=None, save_steps=2, logging_steps=2, trainable=["projector"],
+        image_mode="crop", use_feature_cache=False, max_length=64, jepa_skip_prob=0.0, mask_spec=MASKS)
     base.update(over)
+    world, accum = base.pop("world_size"), base.pop("grad_accum")
+    base.update(nodes=1, nproc=world, global_batch=base["per_device_batch"] * accum * world)
+    if base["max_steps"] is None:
+        base["max_steps"] = -1
     return TrainSettings(**base)
 
 
@@ -112,9 +121,12 @@ def test_settings_reject_bad_values() -> None:
         tiny_settings(jepa_skip_prob=1.5)
     with pytest.raises(ValueError, match="warmup_ratio"):
         tiny_settings(warmup_ratio=1.0)
-    with pytest.raises(ValueError, match="grad_accum"):
+    with pytest.raises(ValueError, match="global_batch"):  # accumulation is derived, never configured
         tiny_settings(grad_accum=0)
-    assert tiny_settings(world_size=1, per_device_batch=3, grad_accum=4).global_batch == 12
+    with pytest.raises(ValueError, match="use -1"):
+        tiny_settings(max_steps=0)
+    s = tiny_settings(world_size=1, per_device_batch=3, grad_accum=4)
+    assert (s.global_batch, s.grad_accum, s.world_size) == (12, 4, 1)
 
 
 def test_training_arguments_map_every_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     plan = r.resolve(args.command, experiment=args.experiment, seed=args.seed)
     if plan.spec.init_from is not None:
         _need_checkpoint(plan.spec.init_from, f"jarvis pretrain --experiment {args.experiment} --seed {args.seed}")
-    training = plan.spec.training
+    training = plan.spec.train
     maybe_relaunch(training.nproc, training.nodes)  # re-execs under torchrun when a stage needs several processes
     from jarvis.launch import hard_exit
     from jarvis.stages import train

@@ -35,7 +35,7 @@ from pydantic import (
 from jarvis import yamlsafe
 
 TemplateName = Literal["plain", "vicuna_v1", "qwen2", "mistral"]
-JepaLossKind = Literal["cos", "smooth_l1"]  # the one list of JEPA losses (jarvis.losses, JarvisConfig read it)
+JepaLossKind = Literal["cos", "smooth_l1"]  # the one list of JEPA losses; the schema and JarvisConfig check it
 JEPA_LOSSES: tuple[str, ...] = get_args(JepaLossKind)
 TrainableGroup = Literal["projector", "mask_token", "jepa_head", "llm", "vision", "target"]
 BENCHMARKS = (
@@ -451,6 +451,40 @@ class JepaRecipe(_Strict):
         return self
 
 
+class TrainSettings(StageTraining):
+    """One training stage as jarvis.training runs it: the stage's validated recipe (every field declared once, by
+    :class:`StageTraining`, and validated by it) plus the run it belongs to. jarvis.plan builds it once per stage
+    plan (``TrainSpec.train``); nothing copies its fields.
+
+    ``mask_spec`` is None for a stage without JEPA (LLaVA arms, and stage 2 always: the resolver decides, paper-spec
+    §8). Non-finite floats are allowed here, unlike in params.yaml (which rejects them before a settings object
+    exists): the training engine's divergence guard is tested with them.
+    """
+
+    model_config = ConfigDict(allow_inf_nan=True)
+
+    stage: Literal["pretrain", "finetune"]  # part of every seed (skip coin, masks)
+    seed: int  # the run's seed (run.seeds)
+    jepa_skip_prob: float = Field(default=0.0, ge=0, le=1)  # P(micro-step is NTP-only), paper-spec §7
+    mask_spec: MaskSpec | None = None
+    # engine constants, not params: scratch checkpoints kept in the work dir, DataLoader workers
+    save_total_limit: int = Field(default=2, ge=1)
+    num_workers: int = Field(default=0, ge=0)
+
+    @classmethod
+    def of(cls, recipe: StageTraining, stage: Literal["pretrain", "finetune"], seed: int,
+           jepa: JepaRecipe | None) -> TrainSettings:
+        """The recipe as it is, with the run's stage and seed and the stage's JEPA recipe (None: no JEPA)."""
+        run = {"stage": stage, "seed": seed}
+        if jepa is not None:
+            run.update(jepa_skip_prob=jepa.skip_prob, mask_spec=jepa.mask)
+        return cls.model_validate({**dict(recipe), **run})
+
+    @property
+    def jepa_enabled(self) -> bool:
+        return self.mask_spec is not None
+
+
 class Evaluation(_Strict):
     mode: Literal["fixed", "compat"]
     batch_size: int = Field(ge=1)
@@ -643,18 +677,14 @@ class Params(_Strict):
 
     def stage_training(self, exp: str, stage: Literal["pretrain", "finetune"]) -> StageTraining:
         e = self.experiment(exp)
-        base: StageTraining = getattr(self.training[e.training], stage)
-        override = e.overrides.get(stage)
-        return StageTraining.model_validate(merge(base.model_dump(), override)) if override else base
+        return with_override(getattr(self.training[e.training], stage), e.overrides.get(stage))
 
     def jepa_recipe(self, exp: str) -> JepaRecipe | None:
         """The experiment's JEPA recipe with its overrides (stage 1 only: stage 2 never reads it, paper-spec §8)."""
         e = self.experiment(exp)
         if e.jepa is None:
             return None
-        base = self.jepa[e.jepa]
-        override = e.overrides.get("jepa")
-        return JepaRecipe.model_validate(merge(base.model_dump(), override)) if override else base
+        return with_override(self.jepa[e.jepa], e.overrides.get("jepa"))
 
     def arm_summary(self, exp: str) -> dict[str, Any]:
         """The experiment as resolved (recipe, overrides, read-out layer), keyed without its name: what MLflow logs
@@ -681,6 +711,15 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     for k, v in override.items():
         out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+_M = typing.TypeVar("_M", bound=BaseModel)
+
+
+def with_override(base: _M, override: dict[str, Any] | None) -> _M:
+    """A building block with an experiment's ``overrides.<block>`` applied and validated by the block's own schema
+    (the one place overrides are applied: Params' lookups and jarvis.plan's resolver both use it)."""
+    return type(base).model_validate(merge(base.model_dump(), override)) if override else base
 
 
 def _format_error(err: ValidationError) -> str:

@@ -276,7 +276,10 @@ def _unshare(state: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 
 def convert_bin(snap: Path, dst: Path) -> dict[str, Any]:
-    """Write ``snap``'s pickled shards as safetensors into ``dst`` (same sharding, with an index when sharded)."""
+    """Write ``snap``'s pickled shards as safetensors into ``dst`` (same sharding, with an index when sharded).
+
+    ``dst`` is a temp directory that jarvis.io.atomic_dir publishes in one rename (the download stage's), so the
+    files are written in place: no second temp-and-rename here."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -296,16 +299,15 @@ def convert_bin(snap: Path, dst: Path) -> dict[str, Any]:
         tensors, aliases = _unshare(state)
         shared += aliases
         name = shard.removeprefix("pytorch_").removesuffix(".bin") + ".safetensors"
-        tmp = dst / f".{name}.tmp"
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-        with safe_open(str(tmp), framework="pt") as fh:  # verify: same names, shapes and dtypes came back
+        path = dst / name  # dst is the download's temp directory: a failed check below publishes nothing
+        save_file(tensors, str(path), metadata={"format": "pt"})
+        with safe_open(str(path), framework="pt") as fh:  # verify: same names, shapes and dtypes came back
             for k in fh.keys():
                 sl = fh.get_slice(k)
                 if list(sl.get_shape()) != list(tensors[k].shape):
                     raise ValueError(f"{name}: tensor {k} changed shape in conversion")
             if set(fh.keys()) != set(tensors):
                 raise ValueError(f"{name}: tensors lost in conversion")
-        os.replace(tmp, dst / name)
         written.append(name)
         weight_map.update(dict.fromkeys(tensors, name))
         total += sum(t.numel() * t.element_size() for t in tensors.values())

@@ -8,10 +8,12 @@
 
 from __future__ import annotations
 
+from typing import assert_never
+
 import torch
 import torch.nn.functional as F
 
-from jarvis.config import JEPA_LOSSES, JepaLossKind
+from jarvis.config import JepaLossKind
 
 IGNORE_INDEX = -100
 
@@ -52,15 +54,17 @@ def jepa_loss(pred: torch.Tensor, target: torch.Tensor, kind: JepaLossKind) -> t
     if pred.numel() == 0:
         return pred.sum() * 0.0
     pred, target = pred.float(), target.float()
-    if kind == "cos":
-        per_token = -F.cosine_similarity(pred, target, dim=-1)  # (B_img, M, Kt)
-        per_block = per_token.mean(dim=(0, 2))  # (M,)
-    elif kind == "smooth_l1":
-        target = F.layer_norm(target, (target.shape[-1],))
-        per_elem = F.smooth_l1_loss(pred, target, reduction="none")  # (B_img, M, Kt, Dt)
-        per_block = per_elem.mean(dim=(0, 2, 3))  # (M,)
-    else:
-        raise ValueError(f"unknown JEPA loss kind {kind!r}; expected one of {JEPA_LOSSES}")
+    # ``kind`` was validated where it entered: params.yaml's schema (JepaLossKind) or JarvisConfig (a config.json)
+    match kind:
+        case "cos":
+            per_token = -F.cosine_similarity(pred, target, dim=-1)  # (B_img, M, Kt)
+            per_block = per_token.mean(dim=(0, 2))  # (M,)
+        case "smooth_l1":
+            target = F.layer_norm(target, (target.shape[-1],))
+            per_elem = F.smooth_l1_loss(pred, target, reduction="none")  # (B_img, M, Kt, Dt)
+            per_block = per_elem.mean(dim=(0, 2, 3))  # (M,)
+        case _:  # unreachable for a JepaLossKind (a type checker proves the match exhaustive)
+            assert_never(kind)
     return per_block.mean()
 
 

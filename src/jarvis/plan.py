@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from jarvis import codedeps, paths
-from jarvis.config import JepaRecipe, MaskSpec, Params, StageTraining, lookup, merge
+from jarvis.config import JepaRecipe, MaskSpec, Params, StageTraining, TrainSettings, lookup, with_override
 from jarvis.model.recipe import JepaHead, ModelRecipe, TowerRecipe, tower_recipe
 from jarvis.sweeps import Variant, expand
 
@@ -128,9 +128,7 @@ def cache_identity(spec: CacheSpec) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    stage: Literal["pretrain", "finetune"]
-    seed: int
-    training: StageTraining
+    train: TrainSettings  # the stage's training settings (its recipe, stage, seed, skip prob, mask spec), built once
     jepa: JepaRecipe | None  # stage 1 of a JARVIS arm only (paper-spec §8): the one place this is decided
     model: ModelRecipe | None  # stage 1 builds from components; stage 2 loads `init_from`
     init_from: Path | None
@@ -145,8 +143,16 @@ class TrainSpec:
     feature_cache_expect: dict[str, str] | None = None  # cache_identity of the cache it reads (checked on open)
 
     @property
+    def stage(self) -> Literal["pretrain", "finetune"]:
+        return self.train.stage
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed
+
+    @property
     def mask(self) -> MaskSpec | None:
-        return self.jepa.mask if self.jepa is not None else None
+        return self.train.mask_spec
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,7 @@ class StagePlan:
     metrics: tuple[str, ...]
     params: tuple[str, ...]  # the params.yaml keys resolution read
     values: Mapping[str, Any] = field(hash=False, compare=False)  # key -> value in params.yaml
+    read: tuple[str, ...] = field(default=(), compare=False)  # every key resolution read (``params`` reduces it)
     code: tuple[str, ...] = ()  # project-relative files: the command's import closure + configs it reads
     resources: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
     spec: Any = None
@@ -244,15 +251,26 @@ class Resolver:
         self.raw = raw
 
     # ---- recording
-    def _declared(self, log: list[str]) -> tuple[str, ...]:
+    def _read(self, log: list[str]) -> tuple[str, ...]:
+        """The keys resolution read, in params.yaml's terms (sweep variants translated), in order."""
+        return tuple(dict.fromkeys(t for k in log for t in self._translate(k)))
+
+    def _declared(self, read: tuple[str, ...]) -> tuple[str, ...]:
+        """The params.yaml keys a stage declares: each key read itself, the exact leaf, when params.yaml writes it.
+
+        A value read from a schema default that params.yaml leaves out has no key of its own: DVC refuses to declare
+        a missing key (MissingParamsError), and writing it later must rerun the stage, so its nearest written parent
+        is declared instead (over-broad: that parent's other entries then count too). params.yaml therefore writes
+        every key a stage reads (``image_size: null`` of a tower), and test_plan checks that none falls back.
+        """
         keys: set[str] = set()
-        for k in log:
-            for t in self._translate(k):
-                while not _exists(self.raw, t):  # a default not written in params.yaml: its parent holds it
-                    if "." not in t:
-                        raise KeyError(f"params key {k!r} resolves to nothing in params.yaml")
-                    t = t.rsplit(".", 1)[0]
-                keys.add(t)
+        for t in read:
+            key = t
+            while not _exists(self.raw, key):
+                if "." not in key:
+                    raise KeyError(f"params key {t!r} resolves to nothing in params.yaml")
+                key = key.rsplit(".", 1)[0]
+            keys.add(key)
         return tuple(sorted(k for k in keys if not any(k.startswith(a + ".") for a in keys)))
 
     def _translate(self, key: str) -> list[str]:
@@ -271,7 +289,8 @@ class Resolver:
         return out
 
     def _finish(self, log: list[str], **kw: Any) -> StagePlan:
-        keys = self._declared(log)
+        read = self._read(log)
+        keys = self._declared(read)
         values = MappingProxyType({k: lookup(self.raw, k) for k in keys})
         kind = kw["kind"]
         code = _code(_CLI_COMMAND[kind])
@@ -289,7 +308,7 @@ class Resolver:
                 tags.update({"jarvis.variant": exp, "jarvis.sweep": self.variants[exp].sweep,
                              "jarvis.sweep_base": self.variants[exp].base})
             logged = {**self._arm_independent(exp, values), "arm": self.params.arm_summary(exp)}
-        return StagePlan(params=keys, values=values, code=tuple(code), tags=tuple(sorted(tags.items())),
+        return StagePlan(params=keys, values=values, read=read, code=tuple(code), tags=tuple(sorted(tags.items())),
                          mlflow_experiment=study, logged=MappingProxyType(logged), **kw)
 
     def _arm_independent(self, exp: str, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -338,9 +357,7 @@ class Resolver:
         ref = e.jepa
         if ref is None:
             return None
-        override = e.overrides.get("jepa")
-        base = v.jepa[ref].value()
-        return JepaRecipe.model_validate(merge(base.model_dump(), override)) if override else base
+        return with_override(v.jepa[ref].value(), e.overrides.get("jepa"))
 
     @staticmethod
     def _llm_entry(llm: View) -> Any:
@@ -359,11 +376,7 @@ class Resolver:
     @staticmethod
     def _training(v: View, exp: str, stage: str) -> StageTraining:
         e = v.experiments[exp]
-        base = getattr(v.training[e.training], stage)
-        override = e.overrides.get(stage)
-        if override:
-            return StageTraining.model_validate(merge(base.value().model_dump(), override))
-        return base.value()
+        return with_override(getattr(v.training[e.training], stage).value(), e.overrides.get(stage))
 
     # ---- kinds
     def download(self, component: Literal["data", "llm", "tower"], name: str,
@@ -452,8 +465,8 @@ class Resolver:
         else:
             init_from = tokenizer_dir = paths.checkpoint_dir(exp, seed, "pretrain")  # tokenizer saved with it
             inputs.append(_p(init_from))
-        spec = TrainSpec(stage=stage, seed=seed, training=training, jepa=jepa, model=model, init_from=init_from,
-                         tokenizer_dir=tokenizer_dir,
+        spec = TrainSpec(train=TrainSettings.of(training, stage, seed, jepa), jepa=jepa, model=model,
+                         init_from=init_from, tokenizer_dir=tokenizer_dir,
                          corpus=self._corpus(v, data, "pretrain" if stage == "pretrain" else "instruct"),
                          max_dropped_fraction=v.datasets[data].max_dropped_fraction,
                          max_truncated_fraction=v.datasets[data].max_truncated_fraction, feature_cache=cache,

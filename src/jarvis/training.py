@@ -2,8 +2,9 @@
 
 One entry point, :func:`run_training`, shared by both stages:
 
-- :class:`TrainSettings` is the plain, frozen view of one stage's training recipe (the config module builds it from
-  ``params.yaml``); :func:`training_arguments` is the *one* translation into ``TrainingArguments`` (house rule 5).
+- :class:`~jarvis.config.TrainSettings` is one stage's validated training recipe with its run's stage and seed (the
+  stage plan holds it, ``TrainSpec.train``); :func:`training_arguments` is the *one* translation into
+  ``TrainingArguments`` (house rule 5).
 - :class:`JarvisTrainer` uses public ``Trainer`` hooks only (``compute_loss``, ``log``, callbacks), unlike the
   reference's override of the private ``_maybe_log_save_evaluate`` (paper-spec §11.2, ``trainers.py`` L226).
   In ``compute_loss`` it draws the JEPA skip coin from (seed, stage, global step, micro-step) -- identical on every
@@ -37,7 +38,6 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,14 +48,13 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.integrations import MLflowCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from jarvis.config import TrainSettings
 from jarvis.io import replace_dir, write_text_atomic
 from jarvis.launch import free_port
 from jarvis.seeding import make_generator
 
 if TYPE_CHECKING:
     from transformers import TrainerControl, TrainerState
-
-    from jarvis.masking import MaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -83,64 +82,6 @@ def zero_totals() -> dict[str, float]:
 # --------------------------------------------------------------------------------------------------------------------
 # Settings and TrainingArguments
 # --------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything one training stage needs; built by the config module from ``params.yaml``."""
-
-    stage: str  # stage name, e.g. "pretrain"; part of every seed (skip coin, masks)
-    seed: int  # global seed (paper-spec §9: 42)
-    learning_rate: float  # 1e-3 stage 1, 2e-5 stage 2 (paper-spec §9)
-    per_device_batch: int  # micro-batch per rank
-    grad_accum: int  # derived by the config: global = per_device x accum x world
-    world_size: int  # what params.yaml says; checked against the launcher's WORLD_SIZE
-    epochs: float = 1.0
-    max_steps: int | None = None  # optimizer steps; None (or <= 0) = run `epochs`
-    warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    zero_stage: int | None = None  # 0-3 = DeepSpeed ZeRO stage; None = no DeepSpeed (plain Trainer / DDP)
-    save_steps: int = 500
-    save_total_limit: int = 2  # scratch checkpoints kept in work_dir
-    logging_steps: int = 1
-    num_workers: int = 0
-    jepa_skip_prob: float = 0.0  # P(micro-step is NTP-only), paper-spec §7 (`jepa_lambda` in the reference)
-    mask_spec: MaskSpec | None = None  # None = no JEPA in this stage (LLaVA arms, stage 2)
-
-    def __post_init__(self) -> None:
-        if self.zero_stage not in (None, 0, 1, 2, 3):
-            raise ValueError(f"TrainSettings.zero_stage must be 0-3 or None, got {self.zero_stage!r}")
-        if not 0.0 <= self.jepa_skip_prob <= 1.0:
-            raise ValueError(f"TrainSettings.jepa_skip_prob must be in [0, 1], got {self.jepa_skip_prob}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            # transformers 5 reads a float warmup_steps in [0, 1) as a ratio; 1.0 would mean "one step".
-            raise ValueError(f"TrainSettings.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        for name in ("per_device_batch", "grad_accum", "world_size", "save_steps", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainSettings.{name} must be >= 1, got {getattr(self, name)}")
-
-    @classmethod
-    def from_recipe(cls, stage: str, seed: int, recipe: Any, jepa: Any | None = None) -> TrainSettings:
-        """The one translation from params (a validated jarvis.config.StageTraining and JEPA recipe): same-named
-        fields are taken as they are, derived ones from the recipe's own properties, so no field is re-typed."""
-        same = {f.name for f in fields(cls)} & set(type(recipe).model_fields)
-        values = {name: getattr(recipe, name) for name in same}
-        values["max_steps"] = recipe.max_steps if recipe.max_steps > 0 else None
-        return cls(stage=stage, seed=seed, grad_accum=recipe.grad_accum, world_size=recipe.world_size,
-                   jepa_skip_prob=jepa.skip_prob if jepa is not None else 0.0,
-                   mask_spec=jepa.mask if jepa is not None else None, **values)
-
-    @property
-    def global_batch(self) -> int:
-        return self.per_device_batch * self.grad_accum * self.world_size
-
-    @property
-    def jepa_enabled(self) -> bool:
-        return self.mask_spec is not None
 
 
 def ensure_dist_env() -> None:
@@ -201,7 +142,6 @@ def training_arguments(settings: TrainSettings, work_dir: Path, run_name: str | 
             f" {world} process(es) (WORLD_SIZE); the global batch would silently change"
         )
     cuda = torch.cuda.is_available()
-    max_steps = settings.max_steps if settings.max_steps is not None and settings.max_steps > 0 else -1
     return TrainingArguments(
         output_dir=str(work_dir),
         run_name=run_name or settings.stage,
@@ -211,7 +151,7 @@ def training_arguments(settings: TrainSettings, work_dir: Path, run_name: str | 
         gradient_accumulation_steps=settings.grad_accum,
         learning_rate=settings.learning_rate,
         num_train_epochs=settings.epochs,
-        max_steps=max_steps,
+        max_steps=settings.max_steps,  # -1 (train `epochs`) or a positive count: the schema allows nothing else
         warmup_steps=settings.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
         lr_scheduler_type=settings.lr_scheduler,
         weight_decay=settings.weight_decay,
@@ -614,7 +554,7 @@ def producer_digest(settings: TrainSettings, model: nn.Module, train_dataset: An
         n_train: int | None = len(train_dataset)
     except TypeError:  # an IterableDataset has no length
         n_train = None
-    blob = json.dumps({"settings": asdict(settings), "world_size": world_size, "layout": layout,
+    blob = json.dumps({"settings": settings.model_dump(), "world_size": world_size, "layout": layout,
                        "n_train": n_train}, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from jarvis import paths
+from jarvis.config import StageTraining
 
 
 def _yaml_block(data: Any) -> str:
@@ -23,7 +24,8 @@ def model_card(plan: Any, metrics: dict[str, Any], n_samples: int | None = None)
     everything in it comes from the plan, the one resolution of the stage."""
     spec = plan.spec
     exp, stage, recipe = plan.experiment, spec.stage, spec.jepa
-    training = spec.training.model_dump(mode="json")
+    # the recipe as params.yaml gives it (its run identity, seed and stage, is in the card's text)
+    training = spec.train.model_dump(mode="json", include=set(StageTraining.model_fields))
     data = {k.removeprefix("datasets."): v for k, v in plan.values.items() if k.startswith("datasets.")}
     m = spec.model
     bidir = m.bidir_visual_attn if m is not None else None

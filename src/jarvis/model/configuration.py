@@ -16,7 +16,7 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
-from jarvis.config import JEPA_LOSSES
+from jarvis.config import JEPA_LOSSES, JepaLossKind
 
 
 class JarvisConfig(PretrainedConfig):
@@ -35,7 +35,7 @@ class JarvisConfig(PretrainedConfig):
         jepa_layer: int = -1,
         jepa_head_type: str = "mlp",
         jepa_head_hidden_size: int | None = None,
-        jepa_loss: str = "cos",
+        jepa_loss: JepaLossKind = "cos",
         jepa_weight: float = 1.0,
         **kwargs: Any,
     ) -> None:

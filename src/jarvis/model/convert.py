@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from jarvis.config import JepaLossKind
 from jarvis.io import save_safetensors_atomic, write_text_atomic
 from jarvis.model.configuration import JarvisConfig
 
@@ -40,7 +41,7 @@ KEY_MAP: tuple[tuple[str, str], ...] = (
     ("tgt_proj.", "jepa_head."),
     ("_tgt_vision_model.", "target_tower.model."),
 )
-_LOSS_NAMES = {"cos_sim": "cos", "smooth_l1": "smooth_l1"}
+_LOSS_NAMES: dict[str, JepaLossKind] = {"cos_sim": "cos", "smooth_l1": "smooth_l1"}  # reference name -> ours
 
 
 def map_key(key: str) -> str:

@@ -17,13 +17,6 @@ from jarvis.tracking import plan_run as stage_run
 log = logging.getLogger(__name__)
 
 
-def train_settings(spec: TrainSpec) -> Any:
-    """The plan's training recipe as jarvis.training.TrainSettings."""
-    from jarvis.training import TrainSettings
-
-    return TrainSettings.from_recipe(spec.stage, spec.seed, spec.training, jepa=spec.jepa)
-
-
 def build_model(spec: TrainSpec, tokenizer: Any) -> Any:
     from jarvis.model.configuration import JarvisConfig
     from jarvis.model.modeling import JarvisForCausalLM
@@ -55,14 +48,14 @@ def build_dataset(spec: TrainSpec, model: Any, tokenizer: Any) -> Any:
     samples, report = load_and_validate(c.annotations, c.image_root, spec.max_dropped_fraction)
     log.info("%s: kept %d samples; drops %s", c.annotations, len(samples), report.get("counts", report))
     common = dict(tokenizer=tokenizer, image_root=c.image_root, num_image_tokens=model.vision_tower.num_patches,
-                  max_length=spec.training.max_length, max_dropped_fraction=spec.max_dropped_fraction,
+                  max_length=spec.train.max_length, max_dropped_fraction=spec.max_dropped_fraction,
                   max_truncated_fraction=spec.max_truncated_fraction, validation_report=report)
     if spec.feature_cache is not None:
         # every shard verified (hash, dtype, shapes, finite) and made by the current settings, before training
         cache = FeatureCache(spec.feature_cache, expect=spec.feature_cache_expect)
         return LlavaDataset(samples, feature_cache=cache, **common)
     target = model.target_tower if spec.jepa is not None else None
-    return LlavaDataset(samples, transform=image_transform(model.vision_tower, spec.training.image_mode, target),
+    return LlavaDataset(samples, transform=image_transform(model.vision_tower, spec.train.image_mode, target),
                         **common)
 
 
@@ -76,10 +69,10 @@ def run(plan: StagePlan) -> dict[str, Any]:
     from jarvis.training import run_training
 
     spec: TrainSpec = plan.spec
-    settings = train_settings(spec)
+    settings = spec.train  # built once, by the resolver
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)  # saved next to every checkpoint
     model = build_model(spec, tokenizer)
-    set_trainable(model, spec.training.trainable)
+    set_trainable(model, spec.train.trainable)
     dataset = build_dataset(spec, model, tokenizer)
     collator = Collator(pad_token_id=tokenizer.pad_token_id)
     # Saved beside the weights: AutoProcessor (evaluation's pad mode), generation_config.json, README.md card.
