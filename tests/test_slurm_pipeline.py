@@ -1,8 +1,9 @@
-"""`snakemake --profile slurm all`, literally, on the tiny default against the real local SLURM cluster.
+"""`snakemake --profile slurm all`, literally, against the real local SLURM cluster, on a trimmed tiny default.
 
 Every stage is an `sbatch` job under slurmd (GPU stages get a fake GRES device and run on CPU). The profile name
 `slurm` resolves through the link `make setup` installs (scripts/link-profile.sh). A hard timeout guards against
-a stuck status check (stack-facts §8).
+a stuck status check (stack-facts §8). The graph is trimmed (one seed, a baseline and JARVIS, two benchmarks):
+every stage kind runs as its own job, while test_pipeline.py runs the whole default (locally).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ def test_snakemake_profile_slurm_all(tmp_path: Path) -> None:
     project = tmp_path / "proj"
     project.mkdir()
     make_project(project)
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["run"].update(experiments=["llava", "jarvis"], seeds=[0], benchmarks=["pope", "mmvp"])
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    run(project, "jarvis", "dag", "render")
     # what `make setup` does for this checkout, so that `--profile slurm` resolves (idempotent)
     run(project, "bash", str(ROOT / "scripts" / "link-profile.sh"))
     t0 = time.perf_counter()
