@@ -137,6 +137,10 @@ def test_tiny_llm_after_data_reloads_with_template_and_is_deterministic(project:
     )
     assert prompt.rstrip().endswith("ASSISTANT:")
     assert download.manifest(out)["init"] == "scratch"
+    # stage 0's drop and truncation counts reach the stage's metrics (MLflow) and the component's manifest
+    for key in ("text_data/truncation/samples", "text_data/truncation/fraction", "text_data/encode/dropped"):
+        assert metrics[key] == download.manifest(out)[key], key
+    assert metrics["text_data/encode/total"] == 8.0
 
     first = {f: (out / f).read_bytes() for f in ("model.safetensors", "tokenizer.json")}
     download.run(_plan(params, "llm", "tiny_llama"))  # same seed: the very same bytes

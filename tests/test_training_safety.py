@@ -248,10 +248,58 @@ def test_text_pretraining_divergence_fails_naming_step_and_weight(monkeypatch: p
 
     from jarvis.stages import text_pretrain
 
-    monkeypatch.setattr(text_pretrain, "_examples", lambda tok, path, max_length: [([1, 2, 3, 4], [1, 2, 3, 4])] * 4)
+    monkeypatch.setattr(text_pretrain, "_examples",
+                        lambda tok, path, max_length, *limits: ([([1, 2, 3, 4], [1, 2, 3, 4])] * 4, {}))
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=2, vocab_size=32))
     with pytest.raises(TrainingDiverged, match=r"text pretraining diverged at step 1: non-finite weight"):
         text_pretrain.pretrain_text(model, SimpleNamespace(pad_token_id=0), Path("unused"), steps=3, batch_size=2,
                                     learning_rate=math.inf, seed=0)
+
+
+def _text_corpus(tmp_path: Path, long_words: int) -> tuple[Any, Path]:
+    """A word-level tokenizer with the vicuna template and three conversations; ``long`` has a long answer."""
+    from jarvis.data.tokenizer import build_tokenizer
+
+    answers = {"short1": "a red square", "short2": "the square is red", "long": " ".join(["red"] * long_words)}
+    convs = [{"id": k, "conversations": [{"from": "human", "value": "<image>\nwhat is it"},
+                                          {"from": "gpt", "value": v}]} for k, v in answers.items()]
+    path = tmp_path / "instruct.json"
+    path.write_text(json.dumps(convs))
+    tok = build_tokenizer(["what is it", "a red square", "the square is red", " red"], 64, "vicuna_v1")
+    return tok, path
+
+
+def test_text_pretraining_counts_truncation_per_sample_and_applies_the_threshold(tmp_path: Path) -> None:
+    # Before: stage 0 cut every conversation at max_length=256 without counting what it removed, and silently
+    # skipped conversations left without supervision; the counts reached neither the manifest nor MLflow.
+    from jarvis.stages import text_pretrain
+
+    tok, path = _text_corpus(tmp_path, long_words=40)
+    full, _ = text_pretrain._examples(tok, path, 10_000)
+    lengths = {len(ids) for ids, _ in full}
+    max_length = sorted(lengths)[-2] + 2  # only the long conversation is cut
+    supervised = [sum(t != -100 for t in labels) for _, labels in full]
+    examples, stats = text_pretrain._examples(tok, path, max_length, 0.0, 1.0)
+    kept = [sum(t != -100 for t in labels) for _, labels in examples]
+    lost = sum(supervised) - sum(kept)
+    assert lost > 0
+    assert stats["text_data/truncation/samples"] == 1.0
+    assert stats["text_data/truncation/supervised_tokens"] == float(sum(supervised))
+    assert stats["text_data/truncation/supervised_tokens_lost"] == float(lost)
+    assert stats["text_data/truncation/fraction"] == pytest.approx(lost / sum(supervised))
+    assert stats["text_data/encode/dropped"] == 0.0
+    # the dataset-level threshold: the same share refused, naming the sample
+    with pytest.raises(ValueError, match=r"max_truncated_fraction.*'long'"):
+        text_pretrain._examples(tok, path, max_length, 0.0, lost / sum(supervised) / 2)
+
+
+def test_text_pretraining_counts_conversations_left_without_supervision(tmp_path: Path) -> None:
+    from jarvis.stages import text_pretrain
+
+    tok, path = _text_corpus(tmp_path, long_words=40)
+    full, _ = text_pretrain._examples(tok, path, 10_000)
+    prompt = min(labels.index(next(t for t in labels if t != -100)) for _, labels in full)
+    with pytest.raises(ValueError, match=r"dropped 3/3 .*no_supervised_tokens"):
+        text_pretrain._examples(tok, path, prompt, 0.0, 1.0)  # every answer cut away: counted, over the threshold

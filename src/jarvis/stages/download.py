@@ -189,8 +189,10 @@ def download_llm(d: DownloadSpec, update_lock: bool = False) -> dict[str, Any]:
         from jarvis.stages.text_pretrain import pretrain_text
 
         tp = spec.text_pretrain
+        assert d.text_max_dropped_fraction is not None and d.text_max_truncated_fraction is not None
         text_metrics = pretrain_text(model, tok, d.text_corpus.annotations, tp.steps, tp.batch_size,
-                                     tp.learning_rate, d.seed)
+                                     tp.learning_rate, d.seed, max_dropped_fraction=d.text_max_dropped_fraction,
+                                     max_truncated_fraction=d.text_max_truncated_fraction)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
