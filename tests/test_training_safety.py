@@ -256,6 +256,13 @@ def test_text_pretraining_divergence_fails_naming_step_and_weight(monkeypatch: p
     with pytest.raises(TrainingDiverged, match=r"text pretraining diverged at step 1: non-finite weight"):
         text_pretrain.pretrain_text(model, SimpleNamespace(pad_token_id=0), Path("unused"), steps=3, batch_size=2,
                                     learning_rate=math.inf, seed=0)
+    # A finite learning rate whose AdamW step overflows float32 inside torch: the same error, not a RuntimeError.
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, vocab_size=32))
+    with pytest.raises(TrainingDiverged, match=r"text pretraining diverged at step 2: the optimizer update overflows"):
+        text_pretrain.pretrain_text(model, SimpleNamespace(pad_token_id=0), Path("unused"), steps=30, batch_size=2,
+                                    learning_rate=1.0e38, seed=0)
 
 
 def _text_corpus(tmp_path: Path, long_words: int) -> tuple[Any, Path]:

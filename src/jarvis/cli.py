@@ -321,9 +321,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from jarvis.config import ConfigError
+    from jarvis.io import StageFailed
 
     try:
         return int(args.func(args) or 0)
+    except StageFailed as err:  # a stage that ran and failed (diverged, locked, non-finite result): exit 1
+        logging.getLogger("jarvis.cli").debug("%s failed", args.command, exc_info=True)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

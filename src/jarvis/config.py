@@ -170,6 +170,9 @@ class TokenizerSpec(_Strict):
     corpus: SafeName  # name of a synthetic dataset whose texts train the tokenizer
 
 
+TEXT_PRETRAIN_WARMUP_MIN = 20  # steps; see TextPretrain._schedule
+
+
 class TextPretrain(_Strict):
     """Stage 0 for from-scratch LMs (benchmarks-spec §6): text-only instruction pretraining before stage 1."""
 
@@ -177,6 +180,15 @@ class TextPretrain(_Strict):
     steps: int = Field(ge=0)
     batch_size: int = Field(ge=1)
     learning_rate: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> TextPretrain:
+        # OneCycleLR's warm-up ends at step 0.05 * steps - 1 (jarvis.stages.text_pretrain): 20 steps divide by
+        # zero inside torch, fewer give a negative warm-up (a garbage schedule, silently).
+        if 0 < self.steps <= TEXT_PRETRAIN_WARMUP_MIN:
+            raise _KeyedError("steps", f"{self.steps}: stage 0's 5% warm-up needs more than "
+                              f"{TEXT_PRETRAIN_WARMUP_MIN} steps (0 skips stage 0)")
+        return self
 
 
 class LLMSpec(_Strict):

@@ -48,7 +48,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.integrations import MLflowCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from jarvis.io import replace_dir, write_text_atomic
+from jarvis.io import StageFailed, replace_dir, write_text_atomic
 from jarvis.launch import free_port
 from jarvis.seeding import make_generator
 
@@ -72,7 +72,7 @@ _TOTAL_KEYS = ("steps", "loss_sum", "samples", "seconds",
                "i_steps", "i_loss", "i_ntp", "i_jepa", "i_micro", "i_njepa", "i_samples", "i_seconds")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(StageFailed):
     """A non-finite loss, gradient norm or weight: the stage fails and writes none of its declared outputs."""
 
 

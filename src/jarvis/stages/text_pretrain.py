@@ -91,7 +91,13 @@ def pretrain_text(model: Any, tokenizer: Any, annotations: Path, steps: int, bat
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        try:
+            opt.step()
+        except RuntimeError as err:  # AdamW's step size itself overflows float32 (a learning rate near 1e38)
+            if "overflow" not in str(err):
+                raise
+            raise TrainingDiverged(f"text pretraining diverged at step {step + 1}: the optimizer update overflows"
+                                   f" ({err})") from err
         sched.step()
         bad = [name for name, value in (("loss", loss.detach()), ("gradient norm", grad_norm)) if not torch.isfinite(value)]
         bad += [f"weight {n}" for n, p in model.named_parameters() if not bool(torch.isfinite(p.detach()).all())][:3]
