@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -273,20 +274,17 @@ def test_diverged_stage_exits_1_with_one_error_line_no_output_and_a_failed_mlflo
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
-@pytest.mark.parametrize("limit", [None, 3])
-def test_evaluate_scores_carry_coverage_and_a_subset_says_so(chat_checkpoint: Path, limit: int | None,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    # Before: scores.json had no coverage, and `evaluation.limit` scored a subset as if it were the benchmark.
+def _eval_project(chat_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, **evaluation: object) -> tuple[Any, int]:
+    """A project with the tiny checkpoint as llava/s0's stage-2 model and a synthetic POPE; (plan, questions)."""
     import shutil
 
     from jarvis.eval.synthetic_bench import generate_general_benchmarks
     from jarvis.plan import load
-    from jarvis.stages import evaluate
 
     project = chat_checkpoint.parent / "project"
     project.mkdir()
     raw = load_raw(ROOT / "params.yaml")
-    raw["evaluation"]["limit"] = limit
+    raw["evaluation"].update(evaluation)
     (project / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(project)
     monkeypatch.setenv("JARVIS_ROOT", str(project))
@@ -295,6 +293,16 @@ def test_evaluate_scores_carry_coverage_and_a_subset_says_so(chat_checkpoint: Pa
     total = generate_general_benchmarks(project / "data" / "synth", n_per_benchmark=5, image_size=32, seed=0)["pope"]
     plan = load(project / "params.yaml").resolve("evaluate", experiment="llava", seed=0, benchmark="pope")
     shutil.copytree(chat_checkpoint, plan.spec.checkpoint)
+    return plan, total
+
+
+@pytest.mark.parametrize("limit", [None, 3])
+def test_evaluate_scores_carry_coverage_and_a_subset_says_so(chat_checkpoint: Path, limit: int | None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: scores.json had no coverage, and `evaluation.limit` scored a subset as if it were the benchmark.
+    from jarvis.stages import evaluate
+
+    plan, total = _eval_project(chat_checkpoint, monkeypatch, limit=limit)
     metrics = evaluate.run(plan)
     text = plan.spec.scores.read_text()
     scores = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in scores.json"))
@@ -304,3 +312,17 @@ def test_evaluate_scores_carry_coverage_and_a_subset_says_so(chat_checkpoint: Pa
     assert scores.get("partial", False) is (limit is not None)
     assert scores["n_questions"] == answered == len(plan.spec.answers.read_text().splitlines())
     assert metrics["n_questions"] == answered
+
+
+def test_evaluate_compat_empty_answer_is_named_not_a_crash(chat_checkpoint: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: the compat POPE scorer failed on an empty answer with a bare traceback from inside the scorer.
+    from jarvis.eval.answers import AnswersError
+    from jarvis.stages import evaluate
+
+    plan, _ = _eval_project(chat_checkpoint, monkeypatch, mode="compat")
+    monkeypatch.setattr(evaluate, "generate_answers", lambda model, tok, questions, *a: ["yes"] + [""] * (
+        len(questions) - 1))  # a model that answers nothing after the first question
+    with pytest.raises(AnswersError, match=r"pope: line 2: empty answer"):
+        evaluate.run(plan)
+    assert not plan.spec.scores.exists()

@@ -310,3 +310,42 @@ def test_text_pretraining_counts_conversations_left_without_supervision(tmp_path
     prompt = min(labels.index(next(t for t in labels if t != -100)) for _, labels in full)
     with pytest.raises(ValueError, match=r"dropped 3/3 .*no_supervised_tokens"):
         text_pretrain._examples(tok, path, prompt, 0.0, 1.0)  # every answer cut away: counted, over the threshold
+
+
+# ---- strict outputs --------------------------------------------------------------------------------------------------
+
+
+def test_json_artifacts_refuse_nan_and_write_nothing(tmp_path: Path) -> None:
+    # Before: write_json_atomic wrote `NaN`/`Infinity` (not JSON) into manifests, metrics.json and scores.json.
+    from jarvis.io import StageFailed, write_json_atomic
+
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(StageFailed, match=r"refusing to write .*m\.json: it holds a non-finite number"):
+            write_json_atomic(tmp_path / "m.json", {"a": {"loss": bad}})
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temp file
+    write_json_atomic(tmp_path / "m.json", {"loss": 1.5, "n": None})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"loss": 1.5, "n": None}
+
+
+def test_final_metrics_with_nan_fail_the_run_instead_of_reaching_mlflow(tmp_path: Path, mlflow_uri: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    from jarvis.io import StageFailed
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    with pytest.raises(StageFailed, match=r"non-finite metrics to MLflow: score/b"), \
+            tracking.stage_run(_identity("nanmetric", {"x": "1"}), tmp_path / "_work") as run:
+        run_id = run.info.run_id
+        tracking.log_final_metrics({"score/a": 1.0, "score/b": math.nan, "note": "text"}, prefix="")
+    got = mlflow.MlflowClient(mlflow_uri).get_run(run_id)
+    assert got.info.status == "FAILED" and got.data.metrics == {}
+
+
+def test_report_loss_history_refuses_nan(tmp_path: Path) -> None:
+    from jarvis.report import read_loss_history
+
+    path = tmp_path / "history.jsonl"
+    path.write_text('{"step": 1, "loss_ntp": 2.0}\n{"step": 2, "loss_ntp": NaN}\n')
+    with pytest.raises(ValueError, match=r"history\.jsonl: line 2: not strict JSON"):
+        read_loss_history(path)

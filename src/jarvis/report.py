@@ -59,7 +59,8 @@ BENCH_ORDER = (
 
 # --------------------------------------------------------------------------------------------- I/O
 class ScoresError(StageFailed, ValueError):
-    """A scores file the report cannot use (undefined score, bad coverage): one ``error:`` line, exit 1."""
+    """A scores or loss-history file the report cannot use (undefined score, bad coverage, NaN): one ``error:``
+    line, exit 1."""
 
 
 def _no_constants(name: str) -> Any:
@@ -102,8 +103,15 @@ def read_loss_history(path: str | Path) -> dict[str, np.ndarray]:
         with open(p, encoding="utf-8", newline="") as fh:
             recs: list[dict[str, Any]] = list(csv.DictReader(fh))
     else:
+        recs = []
         with open(p, encoding="utf-8") as fh:
-            recs = [json.loads(line) for line in fh if line.strip()]
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:  # strict: NaN/Infinity are not JSON (jarvis.training writes history.jsonl strictly)
+                    recs.append(json.loads(line, parse_constant=_no_constants))
+                except ValueError as err:
+                    raise ScoresError(f"{p}: line {n}: not strict JSON ({err})") from err
     recs = [r for r in recs if r.get("step") not in (None, "")]
     if not recs:
         raise ValueError(f"{p}: no logged steps with a 'step' field")

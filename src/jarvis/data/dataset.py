@@ -36,7 +36,7 @@ from jarvis.data.conversation import (
 )
 from jarvis.data.images import ContextTargetTransform, ImageProblem, ImageTransform, check_size, load_rgb
 from jarvis.data.templates import IMAGE_TOKEN
-from jarvis.io import save_safetensors_atomic, write_bytes_atomic
+from jarvis.io import StageFailed, save_safetensors_atomic, write_bytes_atomic
 
 DROP_REASONS = (
     "bad_json",
@@ -60,6 +60,10 @@ _EXAMPLES_PER_REASON = 5
 
 
 # --------------------------------------------------------------------------------------------- drop accounting
+class DataRefused(StageFailed, ValueError):
+    """Too many samples dropped or too much supervision truncated, or nothing left: the stage fails (exit 1)."""
+
+
 class DropLog:
     """Counts dropped items by reason and keeps the first few offending ids per reason."""
 
@@ -89,7 +93,7 @@ class DropLog:
             "examples": {r: self.examples[r] for r in DROP_REASONS if r in self.examples},
         }
         if frac > max_dropped_fraction:
-            raise ValueError(
+            raise DataRefused(
                 f"{source}: dropped {dropped}/{total} = {frac:.4%} > max_dropped_fraction "
                 f"{max_dropped_fraction:.4%}; counts {rep['counts']}; first ids {rep['examples']}"
             )
@@ -134,7 +138,7 @@ class TruncationLog:
             "examples": {k: v for k, v in worst},
         }
         if frac > max_truncated_fraction:
-            raise ValueError(
+            raise DataRefused(
                 f"{source}: max_length={self.max_length} truncates {len(self.lost)} samples and removes "
                 f"{lost}/{self.supervised} = {frac:.4%} of the supervised tokens > max_truncated_fraction "
                 f"{max_truncated_fraction:.4%}; most truncated (id: tokens lost) {rep['examples']}"
@@ -292,7 +296,7 @@ def load_and_validate(
 
 
 # --------------------------------------------------------------------------------------------- feature cache
-class FeatureCacheError(ValueError):
+class FeatureCacheError(StageFailed, ValueError):
     """A feature cache that is corrupt, inconsistent with its index, or made by other settings."""
 
 
@@ -560,7 +564,7 @@ class LlavaDataset(Dataset):
             self.lengths.append(min(len(ids), max_length or len(ids)))
         self.report = drops.report("LlavaDataset", len(samples), max_dropped_fraction)
         if not self.samples:  # even under max_dropped_fraction 1.0: a stage with nothing to train on is no success
-            raise ValueError(f"LlavaDataset: no sample left to train on ({len(samples)} given; drops "
+            raise DataRefused(f"LlavaDataset: no sample left to train on ({len(samples)} given; drops "
                              f"{self.report['counts']}, first ids {self.report['examples']})")
         self.truncation = truncation.report("LlavaDataset", max_truncated_fraction)
 

@@ -67,7 +67,7 @@ def generate_answers(model: Any, tokenizer: Any, questions: list[Any], batch_siz
 
 def run(plan: StagePlan) -> dict[str, Any]:
     from jarvis import tracking
-    from jarvis.eval.answers import check_against_questions, finite_or_null
+    from jarvis.eval.answers import check_against_questions, check_compat_crashes, finite_or_null
     from jarvis.eval.benchmarks import answer_row, load_questions
     from jarvis.eval.decoding import max_new_tokens
     from jarvis.eval.scorers import score_answers
@@ -91,6 +91,8 @@ def run(plan: StagePlan) -> dict[str, Any]:
         # params ask for it (evaluation.limit), and then the scores say so.
         coverage = check_against_questions(bench, rows, range(1, len(rows) + 1), every,
                                            allow_partial=spec.limit is not None)
+        if spec.mode == "compat":  # the compat POPE/MMStar scorers crash on an empty answer: name it instead
+            check_compat_crashes(bench, rows, range(1, len(rows) + 1))
         scores = score_answers(bench, rows, mode=spec.mode)
         scores["eval_wall_s"] = round(time.perf_counter() - t0, 3)
         scores["n_questions"] = len(rows)
