@@ -326,3 +326,17 @@ def test_evaluate_compat_empty_answer_is_named_not_a_crash(chat_checkpoint: Path
     with pytest.raises(AnswersError, match=r"pope: line 2: empty answer"):
         evaluate.run(plan)
     assert not plan.spec.scores.exists()
+
+
+def test_evaluate_on_an_empty_benchmark_fails(chat_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jarvis.io import StageFailed
+    from jarvis.stages import evaluate
+
+    plan, _ = _eval_project(chat_checkpoint, monkeypatch)
+    import pyarrow.parquet as pq
+
+    for f in (plan.spec.bench_root / "data").glob("test-*.parquet"):  # the benchmark's files, with no rows
+        pq.write_table(pq.read_table(f).slice(0, 0), f)
+    with pytest.raises(StageFailed, match=r"benchmark pope: no questions under"):
+        evaluate.run(plan)
+    assert not plan.spec.scores.exists() and not plan.spec.answers.exists()

@@ -262,6 +262,8 @@ CASES = [
     ("llms.tiny_llama.tokenizer.corpus", "llava15", "llms.tiny_llama.tokenizer.corpus"),
     ("run.experiments", ["llava", "jarvis", "llava"], "run.experiments"),
     ("run.benchmarks", ["pope", "pope"], "run.benchmarks"),
+    ("run.benchmarks", [], "run.benchmarks"),  # before: everything trained, then the report failed (no scores)
+    ("run.seeds", [0, -1], "run.seeds.1"),  # before: `__s-1` runs were never paired over seeds in the deltas
     ("experiments.jarvis.baselines", ["jarvis"], "experiments.jarvis.baselines"),
     ("experiments.jarvis.baselines", ["llava", "llava"], "experiments.jarvis.baselines"),
 ]

@@ -510,9 +510,11 @@ class Sweep(_Strict):
 
 class RunSelection(_Strict):
     experiments: list[SafeName] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)  # every training/evaluation stage runs once per seed
+    # every training/evaluation stage runs once per seed; >= 0: the report pairs runs by the `__s<digits>` suffix
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
     sweeps: list[SafeName] = []  # names in `sweeps`; their variants run too (x seeds)
-    benchmarks: list[Literal[BENCHMARKS]]  # type: ignore[valid-type]
+    # at least one: a run without benchmarks trains everything and only then fails (an empty report)
+    benchmarks: list[Literal[BENCHMARKS]] = Field(min_length=1)  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _unique(self) -> RunSelection:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from jarvis.io import write_json_atomic, write_text_atomic
+from jarvis.io import StageFailed, write_json_atomic, write_text_atomic
 from jarvis.plan import EvalSpec, StagePlan
 from jarvis.stages.common import image_transform
 from jarvis.tracking import plan_run as stage_run
@@ -80,7 +80,8 @@ def run(plan: StagePlan) -> dict[str, Any]:
         model, tokenizer = load_checkpoint(spec.checkpoint)
         every = list(load_questions(bench, spec.bench_root))  # the whole benchmark: coverage's denominator
         if not every:
-            raise ValueError(f"benchmark {bench}: no questions under {spec.bench_root}")
+            raise StageFailed(f"benchmark {bench}: no questions under {spec.bench_root}; an empty benchmark has no"
+                              " score")
         questions = every[: spec.limit] if spec.limit is not None else every
         answers = generate_answers(model, tokenizer, questions, spec.batch_size,
                                    max_new_tokens(bench, spec.max_new_tokens))
