@@ -210,3 +210,16 @@ def test_malformed_coverage_is_refused(tmp_path: Path) -> None:
     path = _scores(tmp_path / "x.json", "pope", 60.0, coverage={"answered": 0, "total": 16})
     with pytest.raises(ValueError, match=r"x\.json: malformed coverage"):
         build_report({("a", "pope"): path}, {}, tmp_path / "report")
+
+
+def test_report_stage_refuses_missing_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import ROOT
+    from jarvis.plan import load
+    from jarvis.stages import report as stage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JARVIS_ROOT", str(tmp_path))
+    plan = load(ROOT / "params.yaml").resolve("report")
+    with pytest.raises(FileNotFoundError, match="report: missing scores files"):
+        stage.run(plan)
+    assert not (tmp_path / "mlruns").exists()  # refused before any MLflow run opened
