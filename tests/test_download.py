@@ -462,6 +462,26 @@ def test_hub_dataset_with_url_archives_lands_in_the_665k_layout(hf_cache: Path, 
     assert set(download.run(_plan(validate_params(raw), "data", "llava15"))) == {"wall_s"}
 
 
+def test_changed_corpus_entry_rebuilds_instead_of_reusing(hf_cache: Path, project: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    # Before: a finished part was skipped whenever repo and revision matched, so another `annotations` file of the
+    # same repo kept the old one ("already complete; skipping").
+    llava_data_cache(zip_bytes({"00000/a.png": b"png-a"}))
+    download.run(_plan(tiny_params(edit=without_url_archives), "data", "llava15"))
+    ins = project / "data" / "llava15" / "instruct"
+    assert (ins / "llava_v1_5_mix665k.json").is_file()
+
+    def other_annotations(raw: dict[str, Any]) -> None:
+        without_url_archives(raw)
+        raw["datasets"]["llava15"]["instruct"]["annotations"] = "llava_instruct_150k.json"
+
+    with caplog.at_level("WARNING", logger="jarvis.stages.download"):
+        download.run(_plan(tiny_params(edit=other_annotations), "data", "llava15"))
+    assert (ins / "llava_instruct_150k.json").is_file() and not (ins / "llava_v1_5_mix665k.json").exists()
+    assert "data/llava15/instruct was made from other settings" in caplog.text
+    assert "pretrain was made from other settings" not in caplog.text  # the unchanged parts are still reused
+
+
 def test_zip_slip_member_is_refused(hf_cache: Path, project: Path) -> None:
     llava_data_cache(zip_bytes({"00000/a.png": b"png-a", "../evil": b"pwned"}))
     with pytest.raises(ValueError, match=r"member '\.\./evil' escapes the extraction root"):
