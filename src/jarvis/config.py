@@ -184,7 +184,7 @@ class TextPretrain(_Strict):
     @model_validator(mode="after")
     def _schedule(self) -> TextPretrain:
         # OneCycleLR's warm-up ends at step 0.05 * steps - 1 (jarvis.stages.text_pretrain): 20 steps divide by
-        # zero inside torch, fewer give a negative warm-up (a garbage schedule, silently).
+        # zero inside torch; fewer skip the warm-up silently (the first step already runs at ~ the peak rate).
         if 0 < self.steps <= TEXT_PRETRAIN_WARMUP_MIN:
             raise _KeyedError("steps", f"{self.steps}: stage 0's 5% warm-up needs more than "
                               f"{TEXT_PRETRAIN_WARMUP_MIN} steps (0 skips stage 0)")
