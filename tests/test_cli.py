@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -247,3 +249,94 @@ def test_chat_missing_image_fails_naming_it(chat_checkpoint: Path) -> None:
     assert res.returncode != 0
     assert "nope.png" in res.stderr and "does not exist" in res.stderr
     assert res.stdout == ""
+
+
+def test_diverged_stage_exits_1_with_one_error_line_no_output_and_a_failed_mlflow_run(tmp_path: Path) -> None:
+    # Before: a diverged stage printed a Python traceback (TrainingDiverged) instead of one line. Stage 0 of the
+    # tiny LM (inside `jarvis download --llm`) is the cheapest stage that trains; its guard is the stages' guard.
+    import mlflow
+
+    raw = load_raw(ROOT / "params.yaml")
+    raw["datasets"]["synth"].update(n_pretrain=8, n_instruct=8, n_bench_per_task=2, n_general_per_benchmark=2)
+    raw["llms"]["tiny_llama"]["text_pretrain"].update(steps=40, learning_rate=1.0e30)  # finite, overflows
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    run(tmp_path, JARVIS, "download", "--data", "synth")
+    res = run(tmp_path, JARVIS, "download", "--llm", "tiny_llama", check=False)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, res.stderr
+    assert re.fullmatch(r"error: text pretraining diverged at step \d+: non-finite .+", errors[0]), errors[0]
+    assert not (tmp_path / "models" / "llm").exists()  # no declared output, nor a temp dir beside it
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    (exp,) = [e for e in client.search_experiments() if e.name.endswith("components")]
+    runs = client.search_runs([exp.experiment_id], "tags.mlflow.runName = 'download-llm-tiny_llama'")
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def _eval_project(chat_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, **evaluation: object) -> tuple[Any, int]:
+    """A project with the tiny checkpoint as llava/s0's stage-2 model and a synthetic POPE; (plan, questions)."""
+    import shutil
+
+    from jarvis.eval.synthetic_bench import generate_general_benchmarks
+    from jarvis.plan import load
+
+    project = chat_checkpoint.parent / "project"
+    project.mkdir()
+    raw = load_raw(ROOT / "params.yaml")
+    raw["evaluation"].update(evaluation)
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("JARVIS_ROOT", str(project))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    monkeypatch.delenv("JARVIS_SCRATCH", raising=False)
+    total = generate_general_benchmarks(project / "data" / "synth", n_per_benchmark=5, image_size=32, seed=0)["pope"]
+    plan = load(project / "params.yaml").resolve("evaluate", experiment="llava", seed=0, benchmark="pope")
+    shutil.copytree(chat_checkpoint, plan.spec.checkpoint)
+    return plan, total
+
+
+@pytest.mark.parametrize("limit", [None, 3])
+def test_evaluate_scores_carry_coverage_and_a_subset_says_so(chat_checkpoint: Path, limit: int | None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: scores.json had no coverage, and `evaluation.limit` scored a subset as if it were the benchmark.
+    from jarvis.stages import evaluate
+
+    plan, total = _eval_project(chat_checkpoint, monkeypatch, limit=limit)
+    metrics = evaluate.run(plan)
+    text = plan.spec.scores.read_text()
+    scores = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in scores.json"))
+    answered = limit or total
+    assert scores["coverage"] == {"answered": answered, "total": total, "fraction": answered / total,
+                                  "partial": limit is not None}
+    assert scores.get("partial", False) is (limit is not None)
+    assert scores["n_questions"] == answered == len(plan.spec.answers.read_text().splitlines())
+    assert metrics["n_questions"] == answered
+
+
+def test_evaluate_compat_empty_answer_is_named_not_a_crash(chat_checkpoint: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: the compat POPE scorer failed on an empty answer with a bare traceback from inside the scorer.
+    from jarvis.eval.answers import AnswersError
+    from jarvis.stages import evaluate
+
+    plan, _ = _eval_project(chat_checkpoint, monkeypatch, mode="compat")
+    monkeypatch.setattr(evaluate, "generate_answers", lambda model, tok, questions, *a: ["yes"] + [""] * (
+        len(questions) - 1))  # a model that answers nothing after the first question
+    with pytest.raises(AnswersError, match=r"pope: line 2: empty answer"):
+        evaluate.run(plan)
+    assert not plan.spec.scores.exists()
+
+
+def test_evaluate_on_an_empty_benchmark_fails(chat_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jarvis.io import StageFailed
+    from jarvis.stages import evaluate
+
+    plan, _ = _eval_project(chat_checkpoint, monkeypatch)
+    import pyarrow.parquet as pq
+
+    for f in (plan.spec.bench_root / "data").glob("test-*.parquet"):  # the benchmark's files, with no rows
+        pq.write_table(pq.read_table(f).slice(0, 0), f)
+    with pytest.raises(StageFailed, match=r"benchmark pope: no questions under"):
+        evaluate.run(plan)
+    assert not plan.spec.scores.exists() and not plan.spec.answers.exists()

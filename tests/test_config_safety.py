@@ -245,6 +245,9 @@ CASES = [
     ("training.tiny.pretrain.trainable", ["projector", "projector"], "training.tiny.pretrain.trainable"),
     ("training.tiny.pretrain.trainable", ["projector", "vision"], "training.tiny.pretrain.use_feature_cache"),
     ("evaluation.limit", 0, "evaluation.limit"),
+    # OneCycleLR divided by zero at 20 steps (a traceback once stage 0 started); fewer: a negative warm-up
+    ("llms.tiny_llama.text_pretrain.steps", 20, "llms.tiny_llama.text_pretrain.steps"),
+    ("llms.tiny_llama.text_pretrain.steps", 5, "llms.tiny_llama.text_pretrain.steps"),
     ("towers.tiny_dinov2.image_size", 0, "towers.tiny_dinov2.image_size"),
     ("towers.tiny_dinov2.image_size", 60, "towers.tiny_dinov2.image_size"),  # 60 % patch 8
     ("towers.tiny_clip.config.patch_size", 7, "towers.tiny_clip.config.image_size"),
@@ -259,6 +262,8 @@ CASES = [
     ("llms.tiny_llama.tokenizer.corpus", "llava15", "llms.tiny_llama.tokenizer.corpus"),
     ("run.experiments", ["llava", "jarvis", "llava"], "run.experiments"),
     ("run.benchmarks", ["pope", "pope"], "run.benchmarks"),
+    ("run.benchmarks", [], "run.benchmarks"),  # before: everything trained, then the report failed (no scores)
+    ("run.seeds", [0, -1], "run.seeds.1"),  # before: `__s-1` runs were never paired over seeds in the deltas
     ("experiments.jarvis.baselines", ["jarvis"], "experiments.jarvis.baselines"),
     ("experiments.jarvis.baselines", ["llava", "llava"], "experiments.jarvis.baselines"),
 ]
@@ -278,6 +283,8 @@ def test_default_limits_are_accepted(raw):
     # the boundaries themselves are legal: jepa_layer = depth, scale max = 1, feature_layer = -(depth + 1)
     validate_params(_set(_set(_set(raw, "llms.tiny_llama.jepa_layer", 4), "jepa.tiny.mask.context_scale", [1.0, 1.0]),
                          "towers.tiny_clip.feature_layer", -3))
+    validate_params(_set(raw, "llms.tiny_llama.text_pretrain.steps", 0))  # 0 skips stage 0
+    validate_params(_set(raw, "llms.tiny_llama.text_pretrain.steps", 21))
 
 
 def test_reserved_and_case_colliding_names(raw):

@@ -225,9 +225,12 @@ def test_max_length_drops_when_image_span_would_be_cut(root, tok) -> None:
     n_before_img = int(torch.nonzero(full[0]["input_ids"] == tok.convert_tokens_to_ids("<image>"))[0, 0])
     limit = n_before_img + 2  # cuts inside the image span; the text-only sample loses its whole answer
     assert len(full[2]["input_ids"]) > limit
-    ds = LlavaDataset(GOOD, tok, root / "img", num_image_tokens=4, transform=ImageTransform(8, "crop"),
-                      max_length=limit, max_dropped_fraction=1.0)  # fmt: skip
-    assert ds.report["counts"] == {"image_span_truncated": 2, "no_supervised_tokens": 1} and len(ds) == 0
+    # Every sample dropped: even under max_dropped_fraction 1.0 an empty dataset is an error (before: len 0, and
+    # the stage went on to train on nothing), naming the counts.
+    with pytest.raises(ValueError, match=r"no sample left to train on \(3 given; drops "
+                                         r"\{'image_span_truncated': 2, 'no_supervised_tokens': 1\}"):
+        LlavaDataset(GOOD, tok, root / "img", num_image_tokens=4, transform=ImageTransform(8, "crop"),
+                     max_length=limit, max_dropped_fraction=1.0)  # fmt: skip
     with pytest.raises(ValueError, match="image_span_truncated"):
         LlavaDataset(
             GOOD, tok, root / "img", num_image_tokens=4, transform=ImageTransform(8, "crop"), max_length=limit

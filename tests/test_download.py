@@ -137,6 +137,10 @@ def test_tiny_llm_after_data_reloads_with_template_and_is_deterministic(project:
     )
     assert prompt.rstrip().endswith("ASSISTANT:")
     assert download.manifest(out)["init"] == "scratch"
+    # stage 0's drop and truncation counts reach the stage's metrics (MLflow) and the component's manifest
+    for key in ("text_data/truncation/samples", "text_data/truncation/fraction", "text_data/encode/dropped"):
+        assert metrics[key] == download.manifest(out)[key], key
+    assert metrics["text_data/encode/total"] == 8.0
 
     first = {f: (out / f).read_bytes() for f in ("model.safetensors", "tokenizer.json")}
     download.run(_plan(params, "llm", "tiny_llama"))  # same seed: the very same bytes
@@ -456,6 +460,26 @@ def test_hub_dataset_with_url_archives_lands_in_the_665k_layout(hf_cache: Path, 
 
     shutil.rmtree(hf_cache)  # every part has its manifest: nothing is looked up or fetched again
     assert set(download.run(_plan(validate_params(raw), "data", "llava15"))) == {"wall_s"}
+
+
+def test_changed_corpus_entry_rebuilds_instead_of_reusing(hf_cache: Path, project: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    # Before: a finished part was skipped whenever repo and revision matched, so another `annotations` file of the
+    # same repo kept the old one ("already complete; skipping").
+    llava_data_cache(zip_bytes({"00000/a.png": b"png-a"}))
+    download.run(_plan(tiny_params(edit=without_url_archives), "data", "llava15"))
+    ins = project / "data" / "llava15" / "instruct"
+    assert (ins / "llava_v1_5_mix665k.json").is_file()
+
+    def other_annotations(raw: dict[str, Any]) -> None:
+        without_url_archives(raw)
+        raw["datasets"]["llava15"]["instruct"]["annotations"] = "llava_instruct_150k.json"
+
+    with caplog.at_level("WARNING", logger="jarvis.stages.download"):
+        download.run(_plan(tiny_params(edit=other_annotations), "data", "llava15"))
+    assert (ins / "llava_instruct_150k.json").is_file() and not (ins / "llava_v1_5_mix665k.json").exists()
+    assert "data/llava15/instruct was made from other settings" in caplog.text
+    assert "pretrain was made from other settings" not in caplog.text  # the unchanged parts are still reused
 
 
 def test_zip_slip_member_is_refused(hf_cache: Path, project: Path) -> None:

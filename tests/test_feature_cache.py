@@ -197,3 +197,22 @@ def test_partial_cache_of_the_same_settings_is_reused(project: Path,  # noqa: F8
     metrics = cache_features.run(_plan(params, "synth", "tiny_clip", None))
     assert metrics["reused_shards"] == 1 and metrics["n_shards"] == 2
     FeatureCache(paths.features_dir("synth-tiny_clip"))
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda ix: [], "expected a JSON object"),
+    (lambda ix: {k: v for k, v in ix.items() if k != "shards"}, "'shards' must be a list"),
+    (lambda ix: {**ix, "ids": "s0"}, "'ids' must be a list"),
+    (lambda ix: {**ix, "shards": []}, "no shards"),
+    (lambda ix: {**ix, "shards": [{**ix["shards"][0], "file": "../../escape.safetensors"}, ix["shards"][1]]},
+     r"shards\[0\]\.file .* not a shard file name"),
+    (lambda ix: {**ix, "shards": [{**ix["shards"][0], "count": "3"}, ix["shards"][1]]},
+     r"shards\[0\]\.count must be a non-negative integer"),
+])
+def test_garbage_index_fails_naming_the_field(tmp_path: Path, edit: Any, named: str) -> None:
+    # Before: a truncated/hand-edited index.json that is still JSON failed with a bare KeyError/TypeError, and a
+    # shard `file` with `..` was opened outside the cache directory.
+    root, _ = _cache(tmp_path / "fc")
+    _rewrite_index(root, edit(_index(root)))
+    with pytest.raises(FeatureCacheError, match=named):
+        FeatureCache(root)

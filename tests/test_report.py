@@ -174,3 +174,52 @@ def test_per_run_table_and_paired_deltas(tmp_path: Path) -> None:
     assert d["ci95"] == pytest.approx(12.706204736 * 5.303300858899107 / 2 ** 0.5)  # t(0.975, 1)·s/√2
     md = (tmp_path / "r" / "table.md").read_text()
     assert "Per run" in md and "n=24" in md and "[31.4, 68.6]" in md  # a__s0: 12/24
+
+
+def test_partial_scores_are_marked_in_the_report(tmp_path: Path) -> None:
+    # Before: a score made on a subset (evaluation.limit) entered the report like a full-benchmark one.
+    cov = {"answered": 5, "total": 16, "fraction": 5 / 16, "partial": True}
+    files = {("a", "pope"): _scores(tmp_path / "a.json", "pope", 60.0, n=5, metric="accuracy", coverage=cov,
+                                    partial=True),
+             ("b", "pope"): _scores(tmp_path / "b.json", "pope", 50.0, n=16, metric="accuracy",
+                                    coverage={"answered": 16, "total": 16, "fraction": 1.0, "partial": False})}
+    summary = build_report(files, {}, tmp_path / "report")
+    md = (tmp_path / "report" / "table.md").read_text()
+    assert "PARTIAL scores" in md and "a/pope (5/16)" in md and "n=5/16 PARTIAL" in md
+    assert "b/pope" not in md.split("PARTIAL scores")[1].split("\n")[0]
+    assert summary["partial"] == ["a/pope"]
+    assert summary["runs"]["b"]["pope"]["partial"] is False
+
+
+@pytest.mark.parametrize("overall", [None, "NaN", float("nan"), float("inf"), "60"])
+def test_undefined_or_non_numeric_overall_is_refused_naming_the_file(tmp_path: Path, overall: object) -> None:
+    # Before: a NaN overall reached the tables as "nan"; a null one failed with a TypeError traceback.
+    from jarvis.io import StageFailed
+
+    path = tmp_path / "x.json"
+    if overall == "NaN":
+        path.write_text('{"benchmark": "pope", "overall": NaN}')  # what json.dumps writes for a NaN
+    else:
+        _scores(path, "pope", overall)  # type: ignore[arg-type]
+    with pytest.raises(StageFailed, match=r"x\.json: .*(not a finite number|not strict JSON)"):
+        build_report({("a", "pope"): path}, {}, tmp_path / "report")
+    assert not (tmp_path / "report").exists()
+
+
+def test_malformed_coverage_is_refused(tmp_path: Path) -> None:
+    path = _scores(tmp_path / "x.json", "pope", 60.0, coverage={"answered": 0, "total": 16})
+    with pytest.raises(ValueError, match=r"x\.json: malformed coverage"):
+        build_report({("a", "pope"): path}, {}, tmp_path / "report")
+
+
+def test_report_stage_refuses_missing_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import ROOT
+    from jarvis.plan import load
+    from jarvis.stages import report as stage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JARVIS_ROOT", str(tmp_path))
+    plan = load(ROOT / "params.yaml").resolve("report")
+    with pytest.raises(FileNotFoundError, match="report: missing scores files"):
+        stage.run(plan)
+    assert not (tmp_path / "mlruns").exists()  # refused before any MLflow run opened

@@ -103,3 +103,20 @@ def test_stage_run_refuses_a_second_process_before_touching_mlflow(tmp_path: Pat
         assert "LockHeld" in other.stderr and f"stage {plan.id}" in other.stderr
         assert lock.is_file()
     assert not lock.exists()
+
+
+def test_cli_refuses_a_locked_stage_with_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: the refusal was a LockHeld traceback at the command line.
+    from conftest import bin_path
+    from pipeline_utils import run
+
+    monkeypatch.delenv("JARVIS_SCRATCH", raising=False)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    with exclusive_lock(tmp_path / "_work" / "download-tower-tiny_clip.lock", "stage download-tower-tiny_clip"):
+        res = run(tmp_path, bin_path("jarvis"), "download", "--tower", "tiny_clip", check=False)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "refusing to run a second process" in errors[0], res.stderr
+    assert f"pid {os.getpid()}" in errors[0]
+    assert not (tmp_path / "models").exists() and not (tmp_path / "mlruns").exists()

@@ -248,10 +248,104 @@ def test_text_pretraining_divergence_fails_naming_step_and_weight(monkeypatch: p
 
     from jarvis.stages import text_pretrain
 
-    monkeypatch.setattr(text_pretrain, "_examples", lambda tok, path, max_length: [([1, 2, 3, 4], [1, 2, 3, 4])] * 4)
+    monkeypatch.setattr(text_pretrain, "_examples",
+                        lambda tok, path, max_length, *limits: ([([1, 2, 3, 4], [1, 2, 3, 4])] * 4, {}))
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=2, vocab_size=32))
     with pytest.raises(TrainingDiverged, match=r"text pretraining diverged at step 1: non-finite weight"):
         text_pretrain.pretrain_text(model, SimpleNamespace(pad_token_id=0), Path("unused"), steps=3, batch_size=2,
                                     learning_rate=math.inf, seed=0)
+    # A finite learning rate whose AdamW step overflows float32 inside torch: the same error, not a RuntimeError.
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, vocab_size=32))
+    with pytest.raises(TrainingDiverged, match=r"text pretraining diverged at step 2: the optimizer update overflows"):
+        text_pretrain.pretrain_text(model, SimpleNamespace(pad_token_id=0), Path("unused"), steps=30, batch_size=2,
+                                    learning_rate=1.0e38, seed=0)
+
+
+def _text_corpus(tmp_path: Path, long_words: int) -> tuple[Any, Path]:
+    """A word-level tokenizer with the vicuna template and three conversations; ``long`` has a long answer."""
+    from jarvis.data.tokenizer import build_tokenizer
+
+    answers = {"short1": "a red square", "short2": "the square is red", "long": " ".join(["red"] * long_words)}
+    convs = [{"id": k, "conversations": [{"from": "human", "value": "<image>\nwhat is it"},
+                                          {"from": "gpt", "value": v}]} for k, v in answers.items()]
+    path = tmp_path / "instruct.json"
+    path.write_text(json.dumps(convs))
+    tok = build_tokenizer(["what is it", "a red square", "the square is red", " red"], 64, "vicuna_v1")
+    return tok, path
+
+
+def test_text_pretraining_counts_truncation_per_sample_and_applies_the_threshold(tmp_path: Path) -> None:
+    # Before: stage 0 cut every conversation at max_length=256 without counting what it removed, and silently
+    # skipped conversations left without supervision; the counts reached neither the manifest nor MLflow.
+    from jarvis.stages import text_pretrain
+
+    tok, path = _text_corpus(tmp_path, long_words=40)
+    full, _ = text_pretrain._examples(tok, path, 10_000)
+    lengths = {len(ids) for ids, _ in full}
+    max_length = sorted(lengths)[-2] + 2  # only the long conversation is cut
+    supervised = [sum(t != -100 for t in labels) for _, labels in full]
+    examples, stats = text_pretrain._examples(tok, path, max_length, 0.0, 1.0)
+    kept = [sum(t != -100 for t in labels) for _, labels in examples]
+    lost = sum(supervised) - sum(kept)
+    assert lost > 0
+    assert stats["text_data/truncation/samples"] == 1.0
+    assert stats["text_data/truncation/supervised_tokens"] == float(sum(supervised))
+    assert stats["text_data/truncation/supervised_tokens_lost"] == float(lost)
+    assert stats["text_data/truncation/fraction"] == pytest.approx(lost / sum(supervised))
+    assert stats["text_data/encode/dropped"] == 0.0
+    # the dataset-level threshold: the same share refused, naming the sample
+    with pytest.raises(ValueError, match=r"max_truncated_fraction.*'long'"):
+        text_pretrain._examples(tok, path, max_length, 0.0, lost / sum(supervised) / 2)
+
+
+def test_text_pretraining_counts_conversations_left_without_supervision(tmp_path: Path) -> None:
+    from jarvis.stages import text_pretrain
+
+    tok, path = _text_corpus(tmp_path, long_words=40)
+    full, _ = text_pretrain._examples(tok, path, 10_000)
+    prompt = min(labels.index(next(t for t in labels if t != -100)) for _, labels in full)
+    with pytest.raises(ValueError, match=r"dropped 3/3 .*no_supervised_tokens"):
+        text_pretrain._examples(tok, path, prompt, 0.0, 1.0)  # every answer cut away: counted, over the threshold
+
+
+# ---- strict outputs --------------------------------------------------------------------------------------------------
+
+
+def test_json_artifacts_refuse_nan_and_write_nothing(tmp_path: Path) -> None:
+    # Before: write_json_atomic wrote `NaN`/`Infinity` (not JSON) into manifests, metrics.json and scores.json.
+    from jarvis.io import StageFailed, write_json_atomic
+
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(StageFailed, match=r"refusing to write .*m\.json: it holds a non-finite number"):
+            write_json_atomic(tmp_path / "m.json", {"a": {"loss": bad}})
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temp file
+    write_json_atomic(tmp_path / "m.json", {"loss": 1.5, "n": None})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"loss": 1.5, "n": None}
+
+
+def test_final_metrics_with_nan_fail_the_run_instead_of_reaching_mlflow(tmp_path: Path, mlflow_uri: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    from jarvis.io import StageFailed
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    with pytest.raises(StageFailed, match=r"non-finite metrics to MLflow: score/b"), \
+            tracking.stage_run(_identity("nanmetric", {"x": "1"}), tmp_path / "_work") as run:
+        run_id = run.info.run_id
+        tracking.log_final_metrics({"score/a": 1.0, "score/b": math.nan, "note": "text"}, prefix="")
+    got = mlflow.MlflowClient(mlflow_uri).get_run(run_id)
+    assert got.info.status == "FAILED" and got.data.metrics == {}
+
+
+def test_report_loss_history_refuses_nan(tmp_path: Path) -> None:
+    from jarvis.report import read_loss_history
+
+    path = tmp_path / "history.jsonl"
+    path.write_text('{"step": 1, "loss_ntp": 2.0}\n{"step": 2, "loss_ntp": NaN}\n')
+    with pytest.raises(ValueError, match=r"history\.jsonl: line 2: not strict JSON"):
+        read_loss_history(path)

@@ -325,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from jarvis.config import ConfigError
+    from jarvis.io import StageFailed
 
     try:
         if os.environ.get("DVC_STAGE") and args.command in PIPELINE_STAGES:
@@ -333,6 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # `dvc repro` runs what dvc.yaml says: refuse when params.yaml now describes another graph
             dag.require_fresh(dag.load(), Path(os.environ.get("DVC_ROOT", ".")) / "dvc.yaml")
         return int(args.func(args) or 0)
+    except StageFailed as err:  # a stage that ran and failed (diverged, locked, non-finite result): exit 1
+        logging.getLogger("jarvis.cli").debug("%s failed", args.command, exc_info=True)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

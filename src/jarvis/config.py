@@ -170,6 +170,9 @@ class TokenizerSpec(_Strict):
     corpus: SafeName  # name of a synthetic dataset whose texts train the tokenizer
 
 
+TEXT_PRETRAIN_WARMUP_MIN = 20  # steps; see TextPretrain._schedule
+
+
 class TextPretrain(_Strict):
     """Stage 0 for from-scratch LMs (benchmarks-spec §6): text-only instruction pretraining before stage 1."""
 
@@ -177,6 +180,15 @@ class TextPretrain(_Strict):
     steps: int = Field(ge=0)
     batch_size: int = Field(ge=1)
     learning_rate: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> TextPretrain:
+        # OneCycleLR's warm-up ends at step 0.05 * steps - 1 (jarvis.stages.text_pretrain): 20 steps divide by
+        # zero inside torch; fewer skip the warm-up silently (the first step already runs at ~ the peak rate).
+        if 0 < self.steps <= TEXT_PRETRAIN_WARMUP_MIN:
+            raise _KeyedError("steps", f"{self.steps}: stage 0's 5% warm-up needs more than "
+                              f"{TEXT_PRETRAIN_WARMUP_MIN} steps (0 skips stage 0)")
+        return self
 
 
 class LLMSpec(_Strict):
@@ -534,9 +546,11 @@ class RunSelection(_Strict):
     # The MLflow experiment holding every run of this selection: arms, seeds, sweep variants and shared stages.
     study: SafeName = "jarvis"
     experiments: list[SafeName] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)  # every training/evaluation stage runs once per seed
+    # every training/evaluation stage runs once per seed; >= 0: the report pairs runs by the `__s<digits>` suffix
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
     sweeps: list[SafeName] = []  # names in `sweeps`; their variants run too (x seeds)
-    benchmarks: list[Literal[BENCHMARKS]]  # type: ignore[valid-type]
+    # at least one: a run without benchmarks trains everything and only then fails (an empty report)
+    benchmarks: list[Literal[BENCHMARKS]] = Field(min_length=1)  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _unique(self) -> RunSelection:

@@ -18,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+
+class StageFailed(RuntimeError):
+    """An expected runtime failure of a stage (divergence, a held lock, non-finite results): ``jarvis`` prints
+    its message as one ``error:`` line and exits 1, the traceback only with ``--verbose``."""
 LOCK_HEARTBEAT_S = 30.0  # the holder touches its lock file this often
 LOCK_STALE_S = 300.0  # a lock not touched for this long is stale (its holder's node died or it was SIGKILLed)
 
@@ -71,7 +76,13 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
-    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Strict JSON: a NaN or infinity (``NaN``/``Infinity`` are not JSON; strict parsers reject them, and a NaN
+    metric reads as a result) fails with :class:`StageFailed` naming the file, and nothing is written."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False)
+    except ValueError as err:
+        raise StageFailed(f"refusing to write {path}: it holds a non-finite number ({err})") from err
+    return write_text_atomic(path, text + "\n")
 
 
 def save_safetensors_atomic(tensors: dict[str, Any], path: str | os.PathLike[str],
@@ -121,7 +132,7 @@ def claim_partial(partial: str | os.PathLike[str], producer: Any, what: str) -> 
 # ---- the stage lock ------------------------------------------------------------------------------------------------
 
 
-class LockHeld(RuntimeError):
+class LockHeld(StageFailed):
     """Another live process holds the lock of this stage output."""
 
 

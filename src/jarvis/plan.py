@@ -103,6 +103,9 @@ class DownloadSpec:
     seed: int | None  # scratch init / stage 0 / nothing for hub snapshots
     tokenizer_data: Path | None = None  # scratch LM: the data set whose texts train the tokenizer
     text_corpus: Corpus | None = None  # scratch LM: stage-0 conversations
+    # stage 0's drop / truncation thresholds: those of the text corpus's data set
+    text_max_dropped_fraction: float | None = None
+    text_max_truncated_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -402,6 +405,9 @@ class Resolver:
                     inputs.append(_p(paths.dataset_dir(entry.tokenizer.corpus)))
                     if entry.text_pretrain is not None and entry.text_pretrain.steps > 0:
                         extra["text_corpus"] = self._corpus(v, entry.text_pretrain.data, "instruct")
+                        text_data = v.datasets[entry.text_pretrain.data]
+                        extra["text_max_dropped_fraction"] = text_data.max_dropped_fraction
+                        extra["text_max_truncated_fraction"] = text_data.max_truncated_fraction
                         inputs.append(_p(paths.dataset_dir(entry.text_pretrain.data)))
         else:
             table = self.params.towers

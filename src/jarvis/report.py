@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from jarvis.io import write_bytes_atomic
+from jarvis.io import StageFailed, write_bytes_atomic
 
 SEED_PATTERN = re.compile(r"^(?P<group>.+)__s(?P<seed>\d+)$")
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -58,12 +58,42 @@ BENCH_ORDER = (
 
 
 # --------------------------------------------------------------------------------------------- I/O
+class ScoresError(StageFailed, ValueError):
+    """A scores or loss-history file the report cannot use (undefined score, bad coverage, NaN): one ``error:``
+    line, exit 1."""
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _read_scores(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        scores = json.load(fh)
-    if "overall" not in scores:
+    """A scores JSON, strictly: ``NaN``/``Infinity`` refused, ``overall`` a finite number, ``coverage`` (written by
+    ``jarvis evaluate`` / ``jarvis score``) well formed when present."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            scores = json.load(fh, parse_constant=_no_constants)
+    except ValueError as err:
+        raise ScoresError(f"{path}: not strict JSON ({err})") from err
+    if not isinstance(scores, dict) or "overall" not in scores:
         raise ValueError(f"{path}: not a scores file (no 'overall' key)")
+    overall = scores["overall"]
+    if isinstance(overall, bool) or not isinstance(overall, (int, float)) or not math.isfinite(overall):
+        raise ScoresError(f"{path}: 'overall' is {json.dumps(overall)}, not a finite number (an undefined score)")
+    cov = scores.get("coverage")
+    if cov is not None:
+        ok = isinstance(cov, dict) and all(isinstance(cov.get(k), int) and not isinstance(cov.get(k), bool)
+                                           for k in ("answered", "total"))
+        if not ok or not 0 < cov["answered"] <= cov["total"]:
+            raise ScoresError(f"{path}: malformed coverage {json.dumps(cov)} (want answered/total, 0 < answered <= "
+                              "total)")
     return scores
+
+
+def coverage_of(scores: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(answered, total) of a scores file, or None for one written without coverage."""
+    cov = scores.get("coverage")
+    return (int(cov["answered"]), int(cov["total"])) if cov else None
 
 
 def read_loss_history(path: str | Path) -> dict[str, np.ndarray]:
@@ -73,8 +103,15 @@ def read_loss_history(path: str | Path) -> dict[str, np.ndarray]:
         with open(p, encoding="utf-8", newline="") as fh:
             recs: list[dict[str, Any]] = list(csv.DictReader(fh))
     else:
+        recs = []
         with open(p, encoding="utf-8") as fh:
-            recs = [json.loads(line) for line in fh if line.strip()]
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:  # strict: NaN/Infinity are not JSON (jarvis.training writes history.jsonl strictly)
+                    recs.append(json.loads(line, parse_constant=_no_constants))
+                except ValueError as err:
+                    raise ScoresError(f"{p}: line {n}: not strict JSON ({err})") from err
     recs = [r for r in recs if r.get("step") not in (None, "")]
     if not recs:
         raise ValueError(f"{p}: no logged steps with a 'step' field")
@@ -111,7 +148,11 @@ def run_interval(scores: Mapping[str, Any]) -> dict[str, Any]:
         units = float(scores["n"])
     else:
         lo = hi = units = float("nan")
-    return {"n_questions": n_q, "units": units, "wilson_lo": lo, "wilson_hi": hi}
+    cov = coverage_of(scores)
+    out: dict[str, Any] = {"n_questions": n_q, "units": units, "wilson_lo": lo, "wilson_hi": hi}
+    if cov is not None:
+        out.update(answered=cov[0], total=cov[1], partial=cov[0] < cov[1])
+    return out
 
 
 def _intervals(score_files: Mapping[tuple[str, str], str | Path]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -206,9 +247,22 @@ def _run_markdown(vals: dict[str, dict[str, float]], ivals: dict[str, dict[str, 
                 cells.append("—")
                 continue
             w = "" if math.isnan(iv["wilson_lo"]) else f" [{iv['wilson_lo']:.1f}, {iv['wilson_hi']:.1f}]"
-            cells.append(f"{vals[run][b]:.2f}{w} n={iv['n_questions']}")
+            n = f"n={iv['n_questions']}"
+            if iv.get("partial"):
+                n = f"n={iv['answered']}/{iv['total']} PARTIAL"
+            cells.append(f"{vals[run][b]:.2f}{w} {n}")
         lines.append(f"| {run} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _partial_note(ivals: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """A warning block listing the scores made on a subset of their benchmark, or ``""``."""
+    partial = [f"{run}/{b} ({iv['answered']}/{iv['total']})" for run, benches in sorted(ivals.items())
+               for b, iv in sorted(benches.items()) if iv.get("partial")]
+    if not partial:
+        return ""
+    return ("> **PARTIAL scores** (a subset of the benchmark, `evaluation.limit`; not comparable with "
+            f"full-benchmark scores): {', '.join(partial)}\n\n")
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -410,10 +464,10 @@ def build_report(
     }
     deltas = _deltas(groups, vals, cols, baselines or {})
 
-    md = "# JARVIS reproduction: results\n\n" + _markdown("Scores", rows, cols)
+    ivals = _intervals(score_files)
+    md = "# JARVIS reproduction: results\n\n" + _partial_note(ivals) + _markdown("Scores", rows, cols)
     if deltas:
         md += "\n" + _markdown("Deltas against baselines (paired over seeds)", deltas, cols, signed=True)
-    ivals = _intervals(score_files)
     md += "\n" + _run_markdown(vals, ivals, cols)
     sweep_files: dict[str, Path] = {}
     for name, variants in (sweeps or {}).items():
@@ -444,6 +498,7 @@ def build_report(
         "groups_used": used,
         "seed_groups": groups,
         "runs": ivals,
+        "partial": sorted(f"{run}/{b}" for run, bs in ivals.items() for b, iv in bs.items() if iv.get("partial")),
         "files": {k: str(v) for k, v in files.items()},
     }
     write_bytes_atomic(files["summary"], json.dumps(_no_nan(summary), indent=2, allow_nan=False).encode())

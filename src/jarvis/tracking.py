@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -301,6 +302,11 @@ def log_final_metrics(metrics: Mapping[str, Any], prefix: str = "final/") -> Non
 
     numeric = {f"{prefix}{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))
                and not isinstance(v, bool)}
+    bad = sorted(k for k, v in numeric.items() if not math.isfinite(v))
+    if bad:  # a NaN in MLflow reads as a result: the stage fails instead (its run is marked FAILED)
+        from jarvis.io import StageFailed
+
+        raise StageFailed(f"refusing to log non-finite metrics to MLflow: {', '.join(bad)}")
     if numeric:
         mlflow.log_metrics(numeric)
 

@@ -49,7 +49,7 @@ from transformers.integrations import MLflowCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from jarvis.config import TrainSettings
-from jarvis.io import replace_dir, write_text_atomic
+from jarvis.io import StageFailed, replace_dir, write_text_atomic
 from jarvis.launch import free_port
 from jarvis.seeding import make_generator
 
@@ -71,7 +71,7 @@ _TOTAL_KEYS = ("steps", "loss_sum", "samples", "seconds",
                "i_steps", "i_loss", "i_ntp", "i_jepa", "i_micro", "i_njepa", "i_samples", "i_seconds")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(StageFailed):
     """A non-finite loss, gradient norm or weight: the stage fails and writes none of its declared outputs."""
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,7 +36,7 @@ from jarvis.data.conversation import (
 )
 from jarvis.data.images import ContextTargetTransform, ImageProblem, ImageTransform, check_size, load_rgb
 from jarvis.data.templates import IMAGE_TOKEN
-from jarvis.io import save_safetensors_atomic, write_bytes_atomic
+from jarvis.io import StageFailed, save_safetensors_atomic, write_bytes_atomic
 
 DROP_REASONS = (
     "bad_json",
@@ -59,6 +60,10 @@ _EXAMPLES_PER_REASON = 5
 
 
 # --------------------------------------------------------------------------------------------- drop accounting
+class DataRefused(StageFailed, ValueError):
+    """Too many samples dropped or too much supervision truncated, or nothing left: the stage fails (exit 1)."""
+
+
 class DropLog:
     """Counts dropped items by reason and keeps the first few offending ids per reason."""
 
@@ -88,7 +93,7 @@ class DropLog:
             "examples": {r: self.examples[r] for r in DROP_REASONS if r in self.examples},
         }
         if frac > max_dropped_fraction:
-            raise ValueError(
+            raise DataRefused(
                 f"{source}: dropped {dropped}/{total} = {frac:.4%} > max_dropped_fraction "
                 f"{max_dropped_fraction:.4%}; counts {rep['counts']}; first ids {rep['examples']}"
             )
@@ -133,7 +138,7 @@ class TruncationLog:
             "examples": {k: v for k, v in worst},
         }
         if frac > max_truncated_fraction:
-            raise ValueError(
+            raise DataRefused(
                 f"{source}: max_length={self.max_length} truncates {len(self.lost)} samples and removes "
                 f"{lost}/{self.supervised} = {frac:.4%} of the supervised tokens > max_truncated_fraction "
                 f"{max_truncated_fraction:.4%}; most truncated (id: tokens lost) {rep['examples']}"
@@ -291,7 +296,7 @@ def load_and_validate(
 
 
 # --------------------------------------------------------------------------------------------- feature cache
-class FeatureCacheError(ValueError):
+class FeatureCacheError(StageFailed, ValueError):
     """A feature cache that is corrupt, inconsistent with its index, or made by other settings."""
 
 
@@ -371,6 +376,34 @@ def _check_tiling(ids: Sequence[str], shards: Sequence[dict[str, Any]]) -> None:
 _VERIFY_ROWS = 256  # rows per finiteness check: bounded memory on 1024-row shards of 576x1024 features
 
 
+_SHARD_FILE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*\.safetensors$")  # a plain file name in the cache dir
+
+
+def _check_index_layout(index: Any, path: Path) -> None:
+    """The fields the reader uses, with their types: a truncated or hand-edited index fails naming the field,
+    and a shard ``file`` must be a plain file name (it never leaves the cache directory)."""
+    where = f"feature cache index {path}"
+    if not isinstance(index, dict):
+        raise FeatureCacheError(f"{where}: expected a JSON object, got {type(index).__name__}")
+    for key in ("ids", "shards"):
+        if not isinstance(index.get(key), list):
+            raise FeatureCacheError(f"{where}: {key!r} must be a list, got {json.dumps(index.get(key))[:60]}")
+    if not index["shards"]:
+        raise FeatureCacheError(f"{where}: no shards")
+    for n, entry in enumerate(index["shards"]):
+        if not isinstance(entry, dict):
+            raise FeatureCacheError(f"{where}: shards[{n}] must be an object")
+        file = entry.get("file")
+        if not isinstance(file, str) or not _SHARD_FILE.match(file):
+            raise FeatureCacheError(f"{where}: shards[{n}].file {json.dumps(file)[:80]} is not a shard file name"
+                                    " inside the cache directory")
+        for key in ("start", "count"):
+            v = entry.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise FeatureCacheError(f"{where}: shards[{n}].{key} must be a non-negative integer, got "
+                                        f"{json.dumps(v)[:40]}")
+
+
 def verify_feature_shard(root: Path, entry: Mapping[str, Any], dtype: str | None = None) -> None:
     """Content hash, tensor names, dtype, shapes and finiteness of one shard against its index entry."""
     path = root / entry["file"]
@@ -430,6 +463,7 @@ class FeatureCache:
             self.index = json.loads(index_path.read_text())
         except ValueError as err:
             raise FeatureCacheError(f"feature cache index {index_path} is not valid JSON ({err})") from err
+        _check_index_layout(self.index, index_path)
         for key, value in (expect or {}).items():
             if self.index.get(key) != value:
                 raise FeatureCacheError(f"feature cache {self.root} was made with {key}={self.index.get(key)!r},"
@@ -529,6 +563,9 @@ class LlavaDataset(Dataset):
             self.samples.append(s)
             self.lengths.append(min(len(ids), max_length or len(ids)))
         self.report = drops.report("LlavaDataset", len(samples), max_dropped_fraction)
+        if not self.samples:  # even under max_dropped_fraction 1.0: a stage with nothing to train on is no success
+            raise DataRefused(f"LlavaDataset: no sample left to train on ({len(samples)} given; drops "
+                             f"{self.report['counts']}, first ids {self.report['examples']})")
         self.truncation = truncation.report("LlavaDataset", max_truncated_fraction)
 
     @property

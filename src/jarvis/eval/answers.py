@@ -23,6 +23,7 @@ from typing import Any
 
 from jarvis.eval.parsing import gt_letter
 from jarvis.eval.scorers import CVBENCH_SOURCES, MME_COGNITION, MME_PERCEPTION
+from jarvis.io import StageFailed
 
 CVBENCH_FAMILY = ("ade", "coco", "omni", "cvbench_2d", "cvbench_3d", "cvbench")
 MCQ = (*CVBENCH_FAMILY, "blink", "mmvp")
@@ -33,8 +34,8 @@ _OMNI = ("Omni3D", "Synth3D")
 LIST_GT = ("textvqa", "chartqa", "ocrbench", "vstar", "realworldqa", "ai2d", "scienceqa", "seed", "mmbench_en")
 
 
-class AnswersError(ValueError):
-    """A bad answers file or row; the message names the line."""
+class AnswersError(StageFailed, ValueError):
+    """A bad answers file or row; the message names the line (``jarvis evaluate``: one error line, exit 1)."""
 
 
 def id_field(benchmark: str) -> str:

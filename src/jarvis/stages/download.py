@@ -19,7 +19,7 @@ from typing import Any
 
 from jarvis import hub, paths
 from jarvis.config import HubCorpus, HubRef, LLMSpec, SyntheticData, TowerSpec
-from jarvis.io import atomic_dir, read_json, write_json_atomic
+from jarvis.io import atomic_dir, digest, read_json, write_json_atomic
 from jarvis.model.recipe import tower_selection, tower_spec
 from jarvis.plan import DownloadSpec, StagePlan
 
@@ -70,15 +70,21 @@ def _hub_model(ref: HubRef, tmp: Path, what: str, update_lock: bool) -> tuple[di
 def _hub_dataset(ref: HubRef | HubCorpus, dest: Path, update_lock: bool, extra: Any = None) -> dict[str, Any]:
     """One dataset repo into ``dest`` atomically: a corpus takes its annotations and extracts its archives (and
     fetches its URL archives); a benchmark repo is copied whole."""
+    # What made the directory: the whole params entry (annotations, archives, URL archives), not only the repo and
+    # revision, so a changed entry rebuilds instead of reusing the old files.
+    producer = digest(ref.model_dump(mode="json"))
     if (dest / MANIFEST).is_file():
         done = manifest(dest)
-        if done.get("repo_id") == ref.repo_id and done.get("revision") == ref.revision:
+        if done.get("repo_id") == ref.repo_id and done.get("revision") == ref.revision \
+                and done.get("producer") == producer:
             log.info("%s already complete; skipping", dest)
             return {}
+        log.warning("%s was made from other settings (%s, not %s); rebuilding it", dest,
+                    done.get("producer", "unrecorded"), producer)
     corpus = isinstance(ref, HubCorpus)
     patterns = [ref.annotations, *ref.archives] if corpus else None
     snap = hub.snapshot(ref.repo_id, ref.revision, "dataset", allow_patterns=patterns, update_lock=update_lock)
-    info: dict[str, Any] = snap.record()
+    info: dict[str, Any] = {**snap.record(), "producer": producer}
     with atomic_dir(dest) as tmp:
         if corpus:
             if not (snap.path / ref.annotations).is_file():
@@ -189,8 +195,10 @@ def download_llm(d: DownloadSpec, update_lock: bool = False) -> dict[str, Any]:
         from jarvis.stages.text_pretrain import pretrain_text
 
         tp = spec.text_pretrain
+        assert d.text_max_dropped_fraction is not None and d.text_max_truncated_fraction is not None
         text_metrics = pretrain_text(model, tok, d.text_corpus.annotations, tp.steps, tp.batch_size,
-                                     tp.learning_rate, d.seed)
+                                     tp.learning_rate, d.seed, max_dropped_fraction=d.text_max_dropped_fraction,
+                                     max_truncated_fraction=d.text_max_truncated_fraction)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from jarvis.io import write_json_atomic, write_text_atomic
+from jarvis.io import StageFailed, write_json_atomic, write_text_atomic
 from jarvis.plan import EvalSpec, StagePlan
 from jarvis.stages.common import image_transform
 from jarvis.tracking import plan_run as stage_run
@@ -67,6 +67,7 @@ def generate_answers(model: Any, tokenizer: Any, questions: list[Any], batch_siz
 
 def run(plan: StagePlan) -> dict[str, Any]:
     from jarvis import tracking
+    from jarvis.eval.answers import check_against_questions, check_compat_crashes, finite_or_null
     from jarvis.eval.benchmarks import answer_row, load_questions
     from jarvis.eval.decoding import max_new_tokens
     from jarvis.eval.scorers import score_answers
@@ -77,17 +78,34 @@ def run(plan: StagePlan) -> dict[str, Any]:
     with stage_run(plan) as (mlrun, _):
         torch.manual_seed(spec.seed)  # greedy decoding draws nothing; anything random would follow the run's seed
         model, tokenizer = load_checkpoint(spec.checkpoint)
-        questions = list(load_questions(bench, spec.bench_root, spec.limit))
-        if not questions:
-            raise ValueError(f"benchmark {bench}: no questions under {spec.bench_root}")
+        every = list(load_questions(bench, spec.bench_root))  # the whole benchmark: coverage's denominator
+        if not every:
+            raise StageFailed(f"benchmark {bench}: no questions under {spec.bench_root}; an empty benchmark has no"
+                              " score")
+        questions = every[: spec.limit] if spec.limit is not None else every
         answers = generate_answers(model, tokenizer, questions, spec.batch_size,
                                    max_new_tokens(bench, spec.max_new_tokens))
         gen_s = time.perf_counter() - t0
         rows = [answer_row(q, a, model_id=spec.model_id) for q, a in zip(questions, answers, strict=True)]
         write_text_atomic(spec.answers, "".join(json.dumps(r) + "\n" for r in rows))
+        # Coverage (answered / total) goes with every score, as with `jarvis score`; a subset is scored only when
+        # params ask for it (evaluation.limit), and then the scores say so.
+        coverage = check_against_questions(bench, rows, range(1, len(rows) + 1), every,
+                                           allow_partial=spec.limit is not None)
+        if spec.mode == "compat":  # the compat POPE/MMStar scorers crash on an empty answer: name it instead
+            check_compat_crashes(bench, rows, range(1, len(rows) + 1))
         scores = score_answers(bench, rows, mode=spec.mode)
         scores["eval_wall_s"] = round(time.perf_counter() - t0, 3)
         scores["n_questions"] = len(rows)
+        scores["coverage"] = coverage
+        if coverage["partial"]:
+            scores["partial"] = True
+            log.warning("%s: PARTIAL, scored on %d/%d questions (evaluation.limit=%d); not comparable with "
+                        "full-benchmark scores", plan.id, coverage["answered"], coverage["total"], spec.limit)
+        undefined: list[str] = []
+        scores = finite_or_null(scores, undefined=undefined)  # strict JSON: an undefined score is null, not NaN
+        if undefined:
+            log.warning("%s: undefined (no questions) and written as null: %s", plan.id, ", ".join(undefined))
         write_json_atomic(spec.scores, scores)
         if mlrun is not None:
             flat = {f"{bench}/{k}": v for k, v in _numbers(scores).items()}

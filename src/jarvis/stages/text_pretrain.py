@@ -20,28 +20,59 @@ from jarvis.seeding import make_generator
 log = logging.getLogger(__name__)
 
 
-def _examples(tokenizer: Any, annotations: Path, max_length: int) -> list[tuple[list[int], list[int]]]:
-    from jarvis.data.conversation import IGNORE_INDEX, encode_conversation
+def _examples(tokenizer: Any, annotations: Path, max_length: int, max_dropped_fraction: float = 0.0,
+              max_truncated_fraction: float = 1.0) -> tuple[list[tuple[list[int], list[int]]], dict[str, float]]:
+    """Encoded conversations, right-truncated at ``max_length``, and their drop/truncation counts.
 
+    As in the training stages (style rule 8): a conversation left without supervised tokens is dropped and
+    counted (``no_supervised_tokens``) under ``max_dropped_fraction``, and the supervised tokens that truncation
+    removes are counted per sample under ``max_truncated_fraction`` (jarvis.data.dataset.TruncationLog); either
+    threshold exceeded fails the stage, naming the worst samples. The counts are the stage's ``text_data/...``
+    metrics.
+    """
+    from jarvis.data.conversation import IGNORE_INDEX, encode_conversation
+    from jarvis.data.dataset import DropLog, TruncationLog, drop_metrics
+
+    source = f"text pretraining ({annotations})"
     out = []
-    for entry in json.loads(annotations.read_text()):
+    entries = json.loads(annotations.read_text())
+    drops, truncation = DropLog(), TruncationLog(max_length)
+    for entry in entries:
         turns = [{**t, "value": t["value"].replace("<image>", "").strip()} for t in entry["conversations"]]
         ids, labels = encode_conversation(tokenizer, turns, sample_id=entry.get("id"))
-        ids, labels = ids[:max_length], labels[:max_length]
-        if any(t != IGNORE_INDEX for t in labels):
-            out.append((ids, labels))
+        if not any(t != IGNORE_INDEX for t in labels[:max_length]):
+            drops.drop("no_supervised_tokens", entry.get("id"))
+            continue
+        truncation.add(entry.get("id"), labels)
+        out.append((ids[:max_length], labels[:max_length]))
+    report = drops.report(source, len(entries), max_dropped_fraction)
     if not out:
         raise ValueError(f"{annotations}: no conversation with assistant tokens to pretrain on")
-    return out
+    t = truncation.report(source, max_truncated_fraction)
+    stats = {f"text_data/{k}": v for k, v in drop_metrics(report, "encode").items()}
+    stats.update({
+        "text_data/truncation/samples": float(t["truncated_samples"]),
+        "text_data/truncation/samples_losing_supervision": float(t["samples_losing_supervision"]),
+        "text_data/truncation/supervised_tokens": float(t["supervised_tokens"]),
+        "text_data/truncation/supervised_tokens_lost": float(t["supervised_tokens_lost"]),
+        "text_data/truncation/fraction": float(t["truncated_fraction"]),
+    })
+    if t["truncated_samples"]:
+        log.warning("%s: max_length=%d truncates %d conversations (%d supervised tokens lost)", source, max_length,
+                    t["truncated_samples"], t["supervised_tokens_lost"])
+    return out, stats
 
 
 def pretrain_text(model: Any, tokenizer: Any, annotations: Path, steps: int, batch_size: int, learning_rate: float,
-                  seed: int, max_length: int = 256) -> dict[str, float]:
-    """Train ``model`` in place; returns the first and last loss. A non-finite loss, gradient norm or weight raises
-    :class:`jarvis.training.TrainingDiverged` naming the step (the LM would otherwise be saved as a component)."""
+                  seed: int, max_length: int = 256, max_dropped_fraction: float = 0.0,
+                  max_truncated_fraction: float = 1.0) -> dict[str, float]:
+    """Train ``model`` in place; returns the first and last loss and the data's drop/truncation counts (the
+    thresholds: the text corpus data set's ``max_dropped_fraction`` / ``max_truncated_fraction``). A non-finite
+    loss, gradient norm or weight raises :class:`jarvis.training.TrainingDiverged` naming the step (the LM would
+    otherwise be saved as a component)."""
     from jarvis.training import TrainingDiverged
 
-    examples = _examples(tokenizer, annotations, max_length)
+    examples, data_stats = _examples(tokenizer, annotations, max_length, max_dropped_fraction, max_truncated_fraction)
     gen = make_generator(seed, "text_pretrain")
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=learning_rate, total_steps=steps, pct_start=0.05)
@@ -60,7 +91,13 @@ def pretrain_text(model: Any, tokenizer: Any, annotations: Path, steps: int, bat
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        try:
+            opt.step()
+        except RuntimeError as err:  # AdamW's step size itself overflows float32 (a learning rate near 1e38)
+            if "overflow" not in str(err):
+                raise
+            raise TrainingDiverged(f"text pretraining diverged at step {step + 1}: the optimizer update overflows"
+                                   f" ({err})") from err
         sched.step()
         bad = [name for name, value in (("loss", loss.detach()), ("gradient norm", grad_norm)) if not torch.isfinite(value)]
         bad += [f"weight {n}" for n, p in model.named_parameters() if not bool(torch.isfinite(p.detach()).all())][:3]
@@ -72,4 +109,4 @@ def pretrain_text(model: Any, tokenizer: Any, annotations: Path, steps: int, bat
             last = float(loss.detach())
             log.info("text pretraining step %d/%d: loss %.4f", step + 1, steps, last)
     model.eval()
-    return {"text_loss_first": first, "text_loss_last": last, "text_steps": steps}
+    return {"text_loss_first": first, "text_loss_last": last, "text_steps": steps, **data_stats}
