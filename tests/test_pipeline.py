@@ -88,8 +88,12 @@ def test_mlflow_store_holds_every_stage_run(project: Path) -> None:
             runs[r.info.run_name] = r
     for exp in EXPERIMENTS:
         for seed in SEEDS:
-            for stage in ("pretrain", "finetune", "evaluate-pope"):
+            for stage in ("pretrain", "finetune", "evaluate"):
                 assert f"{exp}/s{seed}/{stage}" in runs, sorted(runs)
+    # one evaluation run per (arm, seed), the same metric keys for every arm: each benchmark and group average
+    evals = [runs[f"{exp}/s{seed}/evaluate"].data.metrics for exp in EXPERIMENTS for seed in SEEDS]
+    assert all(set(m) == set(evals[0]) for m in evals)
+    assert {*_benchmarks(project), "group/Vision", "group/General"} <= set(evals[0])
     stage_ids = set(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
     assert {r.data.tags["jarvis.stage_id"] for r in runs.values()} == stage_ids  # one run per stage, same ids
     pre = runs["jarvis/s0/pretrain"]
@@ -105,7 +109,8 @@ def test_after_snakemake_dvc_has_nothing_to_do(project: Path) -> None:
     assert dvc_stale(project) == set()
     shown = json.loads(run(project, "dvc", "metrics", "show", "--json").stdout)
     files = {f for rev in shown.values() for f in rev.get("data", {})}
-    assert "runs/jarvis/s0/eval/pope/scores.json" in files
+    assert "runs/jarvis/s0/eval/scores.json" in files  # the evaluation's summary, not every benchmark's file
+    assert "runs/jarvis/s0/eval/pope/scores.json" not in files
 
 
 def _set_override(project: Path, lr: float) -> None:
@@ -116,9 +121,8 @@ def _set_override(project: Path, lr: float) -> None:
 
 
 def test_one_param_edit_reruns_the_same_stages_in_both_tools(project: Path) -> None:
-    benches = _benchmarks(project)
     expected = {"report", *(f"{k}-jarvis-s{s}" for k in ("pretrain", "finetune") for s in SEEDS),
-                *(f"evaluate-jarvis-s{s}-{b}" for s in SEEDS for b in benches)}
+                *(f"evaluate-jarvis-s{s}" for s in SEEDS)}
     _set_override(project, 2.0e-3)
 
     assert snakemake_dry_jobs(project) == expected

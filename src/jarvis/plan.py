@@ -488,12 +488,13 @@ class Resolver:
         if adhoc:
             argv += tuple(w for b in names for w in ("--benchmark", b))
         outs = tuple(_p(f) for b in benches for f in (b.answers, b.scores))
+        resources = self._resources(self.params.experiments[exp].training, "evaluate")
+        resources["runtime"] *= len(benches)  # params give minutes per benchmark; one job answers them all
         return self._finish(log, id=sid, kind="evaluate", argv=argv, mlflow_experiment=exp,
                             run_name=f"{exp}/s{seed}/evaluate" + ("".join(f"-{b}" for b in names) if adhoc else ""),
                             inputs=(_p(paths.dataset_dir(data)), _p(ckpt)), outs=outs,
                             metrics=(_p(summary),) if summary else (), spec=spec,
-                            resources=self._resources(self.params.experiments[exp].training, "evaluate"),
-                            experiment=exp, seed=seed)
+                            resources=resources, experiment=exp, seed=seed)
 
     def arms(self, run: Any = None) -> list[str]:
         """Selected experiments, then the variants of the selected sweeps, from ``run`` (a view, or the params)."""
