@@ -116,10 +116,11 @@ def chromium() -> str:
     return found
 
 
-def rendered_text(url: str, profile_dir: Path, budget_ms: int = 30000) -> str:
-    """The visible text of ``url`` after headless Chromium ran its JavaScript (scripts and styles removed)."""
+def rendered_text(url: str, profile_dir: Path, budget_ms: int = 30000, height: int = 1600) -> str:
+    """The visible text of ``url`` after headless Chromium ran its JavaScript (scripts and styles removed).
+    ``height``: the window's, in pixels; virtualised tables render only the rows inside it."""
     cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           f"--user-data-dir={profile_dir}", "--window-size=1920,1600", f"--virtual-time-budget={budget_ms}",
+           f"--user-data-dir={profile_dir}", f"--window-size=1920,{height}", f"--virtual-time-budget={budget_ms}",
            "--dump-dom", url]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0 and res.stdout, res.stderr[-3000:]

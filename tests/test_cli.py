@@ -66,6 +66,7 @@ def test_bad_arguments_are_one_line_errors_with_exit_2_and_no_mlflow_run(tmp_pat
         (("evaluate", "--experiment", "nope", "--seed", "0", "--benchmark", "mmvp"), "'nope'"),
         (("evaluate", "--experiment", "jarvis", "--seed", "0", "--benchmark", "mmvp"),
          "run `jarvis download --data synth`"),
+        (("evaluate", "--experiment", "jarvis", "--seed", "0"), "run `jarvis download --data synth`"),
         (("pretrain", "--experiment", "nope", "--seed", "0"), "'nope'"),
         (("pretrain", "--experiment", "jarvis", "--seed", "7"), "seed 7 is not in run.seeds"),
         (("finetune", "--experiment", "llava", "--seed", "1"), "run `jarvis pretrain --experiment llava --seed 1` first"),

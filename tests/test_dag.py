@@ -100,8 +100,9 @@ def test_paper_configuration_requests_real_cluster_resources(root):
                    "nodes": 2, "tasks": 2, "mpi": "srun"}
     assert slurm_resources(stages["finetune-jarvis_vicuna7b-s0"])["nodes"] == 4
     assert launcher(stages["pretrain-jarvis_vicuna7b-s0"]).startswith("srun --ntasks-per-node=1")
-    ev = slurm_resources(stages["evaluate-jarvis_vicuna7b-s0-mmvp"])
-    assert ev["gpu"] == 1 and "nodes" not in ev and launcher(stages["evaluate-jarvis_vicuna7b-s0-mmvp"]) == ""
+    ev = slurm_resources(stages["evaluate-jarvis_vicuna7b-s0"])
+    assert ev["gpu"] == 1 and "nodes" not in ev and launcher(stages["evaluate-jarvis_vicuna7b-s0"]) == ""
+    assert ev["runtime"] == 90 * len(raw["run"]["benchmarks"])  # minutes per benchmark, one job for them all
     # the paper rows share the CLIP feature cache between the LLaVA and JARVIS arms only when towers match
     assert "cache_features-llava15-clip_l336" in stages and "cache_features-llava15-clip_l336-dinov2_l" in stages
 

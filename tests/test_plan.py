@@ -54,8 +54,7 @@ def test_cli_resolves_the_same_plan_as_the_graph(raw):
         elif p.kind in ("pretrain", "finetune", "evaluate"):
             opts = dict(zip(args[1::2], args[2::2], strict=True))
             ids = {"experiment": opts["--experiment"], "seed": int(opts["--seed"])}
-            if p.kind == "evaluate":
-                ids["benchmark"] = opts["--benchmark"]
+            assert "--benchmark" not in opts  # the DAG's evaluation runs every benchmark of run.benchmarks
         again = r.resolve(p.kind, **ids)
         assert (again.id, again.params, again.outs, again.spec) == (p.id, p.params, p.outs, p.spec), p.id
 
@@ -67,7 +66,8 @@ def test_declared_params_are_the_keys_resolution_read(raw):
     assert {"jepa.tiny", "llms.tiny_llama.jepa_layer", "towers.tiny_dinov2.feature_layer",
             "training.tiny.pretrain"} <= set(jarvis.params)
     assert not any(k.startswith("jepa.") or k.endswith("jepa_layer") for k in llava.params)
-    assert not any(k.startswith("training.") for k in plans["evaluate-jarvis-s0-pope"].params)
+    assert not any(k.startswith("training.") for k in plans["evaluate-jarvis-s0"].params)
+    assert {"run.benchmarks", "evaluation.max_new_tokens", "evaluation.limit"} <= set(plans["evaluate-jarvis-s0"].params)
     assert "experiments.jarvis" not in jarvis.params and "experiments.jarvis.paper_ref" not in jarvis.params
     assert "training.tiny.finetune" in plans["finetune-jarvis-s0"].params
     assert not any(k.startswith("jepa") for k in plans["finetune-jarvis-s0"].params)  # JEPA is stage 1 only
@@ -128,6 +128,34 @@ def test_an_override_applies_to_its_stage_and_keeps_the_declared_keys(raw):
     assert plans["finetune-jarvis-s0"].spec.train.learning_rate == 2.0e-3
     assert "experiments.jarvis.overrides" in plans["finetune-jarvis-s0"].params  # the same key, present or not
     assert plans["pretrain-jarvis-s0"].spec.train.learning_rate == 1.0e-3
+
+
+def test_one_evaluation_per_model_holds_every_benchmark(raw):
+    """Issue 13: one evaluate stage per (arm, seed), its benchmarks with their decoding lengths and files."""
+    from jarvis.eval.decoding import MAX_NEW_TOKENS
+
+    raw["evaluation"].update(max_new_tokens={"mmvp": 7}, limit=3)
+    plans = _by_id(raw)
+    evals = [p for p in plans.values() if p.kind == "evaluate"]
+    arms, seeds = raw["run"]["experiments"], raw["run"]["seeds"]
+    assert sorted(p.id for p in evals) == sorted(f"evaluate-{a}-s{s}" for a in arms for s in seeds)
+    ev = plans["evaluate-jarvis-s1"]
+    benches = raw["run"]["benchmarks"]
+    assert [b.name for b in ev.spec.benchmarks] == benches
+    assert {b.name: b.max_new_tokens for b in ev.spec.benchmarks} == {
+        b: 7 if b == "mmvp" else MAX_NEW_TOKENS[b] for b in benches}
+    assert {b.limit for b in ev.spec.benchmarks} == {3}
+    assert {b.name: b.bench_root.as_posix() for b in ev.spec.benchmarks}["cvbench_3d"] == "data/synth/cvbench"
+    assert ev.outs == tuple(f"runs/jarvis/s1/eval/{b}/{f}" for b in benches for f in ("answers.jsonl", "scores.json"))
+    assert ev.metrics == ("runs/jarvis/s1/eval/scores.json",) and ev.run_name == "jarvis/s1/evaluate"
+    # the report reads the per-benchmark scores the evaluation writes
+    assert {str(f) for *_, f in plans["report"].spec.score_files} <= {o for p in evals for o in p.outs}
+    # `jarvis evaluate --benchmark B` (ad hoc): the same per-benchmark files, its own id, no summary
+    one = _resolver(raw).resolve("evaluate", experiment="jarvis", seed=1, benchmarks=("pope",))
+    assert one.id == "evaluate-jarvis-s1-pope" and one.metrics == () and one.spec.summary is None
+    assert one.outs == ("runs/jarvis/s1/eval/pope/answers.jsonl", "runs/jarvis/s1/eval/pope/scores.json")
+    assert one.argv[-2:] == ("--benchmark", "pope") and one.spec.benchmarks[0] == ev.spec.benchmarks[
+        benches.index("pope")]
 
 
 # ------------------------------------------------------------------ code deps

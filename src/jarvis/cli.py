@@ -95,11 +95,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     r = _resolver(args)
     _known(r.params, "experiments", args.experiment)
-    plan = r.resolve("evaluate", experiment=args.experiment, seed=args.seed, benchmark=args.benchmark)
-    if not plan.spec.bench_root.is_dir():
-        data = r.params.experiment(args.experiment).data
-        raise ConfigError(f"benchmark {args.benchmark!r}: no data under {plan.spec.bench_root}"
-                          f" (run `jarvis download --data {data}`)")
+    benchmarks = tuple(args.benchmark) if args.benchmark else None  # None: every benchmark of run.benchmarks
+    plan = r.resolve("evaluate", experiment=args.experiment, seed=args.seed, benchmarks=benchmarks)
+    for bench in plan.spec.benchmarks:
+        if not bench.bench_root.is_dir():
+            data = r.params.experiment(args.experiment).data
+            raise ConfigError(f"benchmark {bench.name!r}: no data under {bench.bench_root}"
+                              f" (run `jarvis download --data {data}`)")
     _need_checkpoint(plan.spec.checkpoint, f"jarvis finetune --experiment {args.experiment} --seed {args.seed}")
     return _print_metrics(evaluate.run(plan))
 
@@ -176,7 +178,8 @@ EPILOG = """\
 examples:
   jarvis dag list                                  stage ids of the current params.yaml
   jarvis pretrain --experiment jarvis              stage 1 of one experiment
-  jarvis evaluate --experiment jarvis --benchmark mmvp
+  jarvis evaluate --experiment jarvis --seed 0     every benchmark of run.benchmarks, one process
+  jarvis evaluate --experiment jarvis --seed 0 --benchmark mmvp
   jarvis chat --checkpoint runs/jarvis/finetune/model --image cat.png "What is on the mat?"
   jarvis export --format llava-hf runs/llava/finetune/model exported/llava
 
@@ -237,14 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--seed", type=int, required=True, metavar="N", help="one of `run.seeds`")
         t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="answer one benchmark with the stage-2 model and score it",
-                       description="Greedy answers of an experiment's stage-2 checkpoint on one benchmark, "
-                                   "then its scores.")
+    e = sub.add_parser("evaluate", help="answer the benchmarks with the stage-2 model and score them",
+                       description="Greedy answers of an experiment's stage-2 checkpoint on every benchmark of "
+                                   "`run.benchmarks` (or only those given with --benchmark), then their scores. "
+                                   "The checkpoint is loaded once for all of them.")
     e.add_argument("--experiment", required=True, metavar="NAME",
                    help="an experiment (or sweep variant) under `experiments:` / `sweeps:` in the params file")
     e.add_argument("--seed", type=int, required=True, metavar="N", help="one of `run.seeds`")
-    e.add_argument("--benchmark", required=True, choices=_benchmarks(), metavar="NAME",
-                   help="one of: %(choices)s")
+    e.add_argument("--benchmark", action="append", choices=_benchmarks(), metavar="NAME",
+                   help="evaluate only this benchmark (repeatable; default: every one of `run.benchmarks`; no "
+                        "summary file is written then); one of: %(choices)s")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("report", help="tables and plots comparing the experiments' scores",

@@ -123,6 +123,11 @@ def scores_file(exp: str, seed: int, bench: str) -> Path:
     return eval_dir(exp, seed, bench) / "scores.json"
 
 
+def eval_summary_file(exp: str, seed: int) -> Path:
+    """Every benchmark's overall and the group averages of one (experiment, seed) evaluation."""
+    return run_dir(exp, seed, "eval") / "scores.json"
+
+
 def reports_dir() -> Path:
     return Path("reports")
 

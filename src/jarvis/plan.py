@@ -159,19 +159,28 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
-class EvalSpec:
-    benchmark: str
-    seed: int
-    checkpoint: Path
+class BenchSpec:
+    """One benchmark of an evaluation: where its questions are, how long its answers may be, where results go."""
+
+    name: str
     bench_root: Path
-    model_id: str
-    mode: str
-    batch_size: int
-    max_new_tokens: Mapping[str, int]  # params' per-benchmark overrides of jarvis.eval.decoding's lengths
+    max_new_tokens: int  # jarvis.eval.decoding's length, or params' override
     limit: int | None
     answers: Path
     scores: Path
 
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """One evaluation process per (experiment, seed): the checkpoint is loaded once for all its benchmarks."""
+
+    seed: int
+    checkpoint: Path
+    model_id: str
+    mode: str
+    batch_size: int
+    benchmarks: tuple[BenchSpec, ...]
+    summary: Path | None  # every benchmark's overall and group averages; None for an ad-hoc subset
 
 @dataclass(frozen=True)
 class ReportSpec:
@@ -184,6 +193,10 @@ class ReportSpec:
     sweeps: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # sweep -> ((variant, label), ...)
     mode: str
     out_dir: Path
+    # What `dvc plots show` and `dvc metrics show` read (DVC takes CSV/JSON, not the JSONL histories):
+    curves: tuple[tuple[str, int, Path], ...] = ()  # (arm, seed, stage-1 curve CSV)
+    arm_metrics: tuple[tuple[str, Path], ...] = ()  # (arm, its mean scores over seeds, JSON)
+    bars: Path | None = None  # one row per (benchmark, arm): the score bars
 
 
 @dataclass(frozen=True)
@@ -490,7 +503,12 @@ class Resolver:
                             outs=(_p(spec.out_dir), _p(spec.history)), metrics=(_p(spec.metrics),), spec=spec,
                             resources=resources, experiment=exp, seed=seed, extra_code=extra_code)
 
-    def evaluate(self, exp: str, seed: int, bench: str) -> StagePlan:
+    def evaluate(self, exp: str, seed: int, benchmarks: tuple[str, ...] | None = None) -> StagePlan:
+        """The evaluation of one (experiment, seed): every benchmark of ``run.benchmarks`` in one process (the DAG
+        stage), or an ad-hoc subset ``benchmarks`` (`jarvis evaluate --benchmark B`: same per-benchmark files, no
+        summary, its own stage id)."""
+        from jarvis.eval.decoding import max_new_tokens
+
         log: list[str] = []
         v = View(self.params, "", log)
         if exp not in self.params.experiments:
@@ -498,20 +516,34 @@ class Resolver:
         e = v.experiments[exp]
         cfg = v.evaluation
         data = e.data
-        sub = "cvbench" if bench.startswith("cvbench") or bench in ("ade", "coco", "omni") else bench
+        adhoc = benchmarks is not None
+        names = tuple(dict.fromkeys(benchmarks if adhoc else v.run.benchmarks))
+        if not names:
+            raise ValueError(f"evaluate {exp} s{seed}: no benchmarks")
+        lengths, limit = cfg.max_new_tokens, cfg.limit
+        benches = []
+        for bench in names:
+            sub = "cvbench" if bench.startswith("cvbench") or bench in ("ade", "coco", "omni") else bench
+            benches.append(BenchSpec(name=bench, bench_root=paths.dataset_dir(data) / sub,
+                                     max_new_tokens=max_new_tokens(bench, lengths), limit=limit,
+                                     answers=paths.answers_file(exp, seed, bench),
+                                     scores=paths.scores_file(exp, seed, bench)))
         ckpt = paths.checkpoint_dir(exp, seed, "finetune")
-        spec = EvalSpec(benchmark=bench, seed=seed, checkpoint=ckpt, bench_root=paths.dataset_dir(data) / sub,
-                        model_id=exp, mode=cfg.mode, batch_size=cfg.batch_size, max_new_tokens=MappingProxyType(dict(cfg.max_new_tokens)),
-                        limit=cfg.limit, answers=paths.answers_file(exp, seed, bench),
-                        scores=paths.scores_file(exp, seed, bench))
-        sid = f"evaluate-{exp}-s{seed}-{bench}"
-        return self._finish(log, id=sid, kind="evaluate",
-                            argv=("jarvis", "evaluate", "--experiment", exp, "--seed", str(seed), "--benchmark", bench),
-                            run_name=f"{exp}/s{seed}/evaluate-{bench}",
-                            inputs=(_p(paths.dataset_dir(data)), _p(ckpt)), outs=(_p(spec.answers),),
-                            metrics=(_p(spec.scores),), spec=spec,
-                            resources=self._resources(self.params.experiments[exp].training, "evaluate"),
-                            experiment=exp, seed=seed)
+        summary = None if adhoc else paths.eval_summary_file(exp, seed)
+        spec = EvalSpec(seed=seed, checkpoint=ckpt, model_id=exp, mode=cfg.mode, batch_size=cfg.batch_size,
+                        benchmarks=tuple(benches), summary=summary)
+        sid = f"evaluate-{exp}-s{seed}" + ("".join(f"-{b}" for b in names) if adhoc else "")
+        argv = ("jarvis", "evaluate", "--experiment", exp, "--seed", str(seed))
+        if adhoc:
+            argv += tuple(w for b in names for w in ("--benchmark", b))
+        outs = tuple(_p(f) for b in benches for f in (b.answers, b.scores))
+        resources = self._resources(self.params.experiments[exp].training, "evaluate")
+        resources["runtime"] *= len(benches)  # params give minutes per benchmark; one job answers them all
+        return self._finish(log, id=sid, kind="evaluate", argv=argv,
+                            run_name=f"{exp}/s{seed}/evaluate" + ("".join(f"-{b}" for b in names) if adhoc else ""),
+                            inputs=(_p(paths.dataset_dir(data)), _p(ckpt)), outs=outs,
+                            metrics=(_p(summary),) if summary else (), spec=spec,
+                            resources=resources, experiment=exp, seed=seed)
 
     def arms(self, run: Any = None) -> list[str]:
         """Selected experiments, then the variants of the selected sweeps, from ``run`` (a view, or the params)."""
@@ -541,18 +573,23 @@ class Resolver:
             arms=tuple(arms), seeds=seeds, benchmarks=benches,
             score_files=tuple((a, s, b, paths.scores_file(a, s, b)) for a in arms for s in seeds for b in benches),
             histories=tuple((a, s, paths.history_file(a, s, "pretrain")) for a in arms for s in seeds),
-            baselines=tuple(baselines), sweeps=sweeps, mode=v.evaluation.mode, out_dir=paths.reports_dir())
+            baselines=tuple(baselines), sweeps=sweeps, mode=v.evaluation.mode, out_dir=paths.reports_dir(),
+            curves=tuple((a, s, paths.reports_dir() / "curves" / f"{a}-s{s}.csv") for a in arms for s in seeds),
+            arm_metrics=tuple((a, paths.reports_dir() / "arms" / f"{a}.json") for a in arms),
+            bars=paths.reports_dir() / "bars.csv")
         rep = spec.out_dir
         inputs = [_p(f) for *_, f in spec.score_files] + [_p(h) for *_, h in spec.histories]
+        names = (*REPORT_OUTPUTS, "summary.json", *(f"sweep-{s}.png" for s in selected))
         return self._finish(log, id="report", kind="report", argv=("jarvis", "report"),
                             run_name="report", inputs=tuple(inputs),
-                            outs=tuple(_p(rep / n) for n in (*REPORT_OUTPUTS, *(f"sweep-{s}.png" for s in selected))),
-                            metrics=(_p(rep / "summary.json"),),
+                            outs=(*(_p(rep / n) for n in names), *(_p(f) for _, _, f in spec.curves), _p(spec.bars)),
+                            metrics=tuple(_p(f) for _, f in spec.arm_metrics),
                             spec=spec, resources=self._resources(self._shared_recipe(), "report"))
 
     # ---- the graph
     def graph(self) -> list[StagePlan]:
-        """All stages of ``run`` (experiments and selected sweeps x seeds x benchmarks), in topological order."""
+        """All stages of ``run`` (experiments and selected sweeps x seeds; one evaluation per model), in topological
+        order."""
         plans: dict[str, StagePlan] = {}
 
         def add(plan: StagePlan) -> StagePlan:
@@ -576,8 +613,7 @@ class Resolver:
                                             model.target.name if model.target else None, recipe))
                 add(pre)
                 add(self.train("finetune", exp, seed))
-                for bench in self.params.run.benchmarks:
-                    add(self.evaluate(exp, seed, bench))
+                add(self.evaluate(exp, seed))
         add(self.report())
         return list(plans.values())
 
@@ -591,7 +627,7 @@ class Resolver:
         if kind in TRAIN_KINDS:
             return self.train(kind, ids["experiment"], ids["seed"])  # type: ignore[arg-type]
         if kind == "evaluate":
-            return self.evaluate(ids["experiment"], ids["seed"], ids["benchmark"])
+            return self.evaluate(ids["experiment"], ids["seed"], ids.get("benchmarks"))
         if kind == "report":
             return self.report()
         raise ValueError(f"unknown stage kind {kind!r}")

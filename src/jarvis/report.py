@@ -24,13 +24,15 @@ import io
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jarvis.io import StageFailed, write_bytes_atomic
+
+FigureHook = Callable[[str, Any], None] | None  # (file name, matplotlib figure): called before the figure closes
 
 SEED_PATTERN = re.compile(r"^(?P<group>.+)__s(?P<seed>\d+)$")
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -332,7 +334,7 @@ def _deltas(
 
 
 # --------------------------------------------------------------------------------------------- plots
-def _plot_losses(histories: Mapping[str, str | Path], path: Path) -> None:
+def _plot_losses(histories: Mapping[str, str | Path], path: Path, on_figure: FigureHook = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -353,10 +355,11 @@ def _plot_losses(histories: Mapping[str, str | Path], path: Path) -> None:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    _save_fig(fig, path)
+    _save_fig(fig, path, on_figure)
 
 
-def _plot_scores(rows: dict[str, dict[str, Any]], cols: list[str], path: Path, title: str = "Benchmark scores"
+def _plot_scores(rows: dict[str, dict[str, Any]], cols: list[str], path: Path, title: str = "Benchmark scores",
+                 on_figure: FigureHook = None
                  ) -> None:
     import matplotlib
 
@@ -382,10 +385,11 @@ def _plot_scores(rows: dict[str, dict[str, Any]], cols: list[str], path: Path, t
                  else f"{title} (one seed per row: no interval over seeds)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    _save_fig(fig, path)
+    _save_fig(fig, path, on_figure)
 
 
-def _plot_sweep(rows: dict[str, dict[str, Any]], cols: list[str], path: Path, name: str) -> None:
+def _plot_sweep(rows: dict[str, dict[str, Any]], cols: list[str], path: Path, name: str,
+                on_figure: FigureHook = None) -> None:
     """Each benchmark and group average against the swept value, with seed intervals."""
     import matplotlib
 
@@ -408,11 +412,14 @@ def _plot_sweep(rows: dict[str, dict[str, Any]], cols: list[str], path: Path, na
     ax.set_title(f"sweep {name}" + (f" (95% CI over {seeds} seeds)" if seeds >= 2 else " (one seed: no interval)"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    _save_fig(fig, path)
+    _save_fig(fig, path, on_figure)
 
 
-def _save_fig(fig: Any, path: Path) -> None:
+def _save_fig(fig: Any, path: Path, on_figure: FigureHook = None) -> None:
     import matplotlib.pyplot as plt
+
+    if on_figure is not None:  # e.g. mlflow.log_figure, before the figure is closed
+        on_figure(path.name, fig)
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
@@ -439,6 +446,7 @@ def build_report(
     baselines: Mapping[str, Sequence[str]] | None = None,
     seed_groups: Mapping[str, Sequence[str]] | None = None,
     sweeps: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+    on_figure: FigureHook = None,
 ) -> dict[str, Any]:
     """Write ``table.csv``, ``table.md``, ``deltas.csv``, ``summary.json``, ``loss_curves.png``, ``scores.png``.
 
@@ -474,7 +482,7 @@ def build_report(
         srows = {f"{label}": rows[v] for v, label in variants if v in rows}
         md += "\n" + _markdown(f"Sweep {name}", srows, cols)
         sweep_files[f"sweep_{name}_png"] = out / f"sweep-{name}.png"
-        _plot_sweep(srows, cols, sweep_files[f"sweep_{name}_png"], name)
+        _plot_sweep(srows, cols, sweep_files[f"sweep_{name}_png"], name, on_figure)
     md += "\nGroup averages use: " + "; ".join(f"{k} = {', '.join(v)}" for k, v in used.items()) + "\n"
     files = {
         "table_csv": out / "table.csv",
@@ -487,10 +495,10 @@ def build_report(
     write_bytes_atomic(files["deltas_csv"], _csv(deltas, cols).encode())
     files.update(sweep_files)
     write_bytes_atomic(files["table_md"], md.encode())
-    _plot_scores(rows, cols, files["scores_png"])
+    _plot_scores(rows, cols, files["scores_png"], on_figure=on_figure)
     if loss_histories:
         files["loss_png"] = out / "loss_curves.png"
-        _plot_losses(loss_histories, files["loss_png"])
+        _plot_losses(loss_histories, files["loss_png"], on_figure)
     summary = {
         "columns": cols,
         "rows": rows,
@@ -503,3 +511,37 @@ def build_report(
     }
     write_bytes_atomic(files["summary"], json.dumps(_no_nan(summary), indent=2, allow_nan=False).encode())
     return summary
+
+
+# --------------------------------------------------------------------------------------------- DVC's views
+def write_curves(histories: Mapping[tuple[str, int], str | Path], files: Mapping[tuple[str, int], Path]) -> None:
+    """Each stage-1 history as CSV (``step,loss_ntp,loss_jepa``; empty where absent): `dvc plots show` reads CSV,
+    not the JSONL the training stage writes."""
+    for key, path in files.items():
+        h = read_loss_history(histories[key])
+        lines = ["step,loss_ntp,loss_jepa"]
+        for i in range(len(h["step"])):
+            cells = [f"{int(h['step'][i])}"] + ["" if np.isnan(h[k][i]) else repr(float(h[k][i]))
+                                                 for k in ("loss_ntp", "loss_jepa")]
+            lines.append(",".join(cells))
+        write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
+
+
+def write_arm_metrics(summary: Mapping[str, Any], files: Mapping[str, Path]) -> None:
+    """Per arm, its mean over seeds of every column (benchmarks and group averages): `dvc metrics show` prints one
+    short row per arm."""
+    for arm, path in files.items():
+        cells = summary["rows"].get(arm, {})
+        means = {c: _no_nan(cells[c]["mean"]) for c in summary["columns"] if c in cells}
+        write_bytes_atomic(path, json.dumps({"n_seeds": max((cells[c]["n"] for c in means), default=0), **means},
+                                            indent=2, allow_nan=False).encode())
+
+
+def write_bars(summary: Mapping[str, Any], path: Path) -> None:
+    """One row per (column, arm) with its mean over seeds: the score bars of `dvc plots show`."""
+    lines = ["run,score"]
+    for col in summary["columns"]:
+        for arm, cells in summary["rows"].items():
+            if col in cells and not math.isnan(cells[col]["mean"]):
+                lines.append(f"{col} | {arm},{cells[col]['mean']!r}")
+    write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())

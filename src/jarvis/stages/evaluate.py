@@ -1,4 +1,12 @@
-"""Stage `evaluate`: greedy answers of the stage-2 checkpoint on one benchmark, then scores (benchmarks-spec §1-2).
+"""Stage `evaluate`: greedy answers of the stage-2 checkpoint on every selected benchmark, then scores
+(benchmarks-spec §1-2).
+
+One process per (experiment, seed): the checkpoint is loaded once and the benchmarks run one after the other, each
+writing its own ``answers.jsonl`` and ``scores.json`` exactly as a process of its own would (nothing is carried
+from one benchmark to the next; tests/test_evaluate_stage.py checks together == alone). A summary file holds every
+benchmark's overall and the group averages (jarvis.eval.groups), and the stage's one MLflow run carries the same
+metric keys for every arm: ``<benchmark>`` (overall), ``<benchmark>/<sub-score>``, ``group/<group>`` (the mean of
+the members evaluated) with ``group/<group>/n_present``.
 
 Prompts are built as the Cambrian harness builds them: ``<image>\\n{question}\\n{extension}`` through the
 checkpoint's chat template, images padded to a square with the tower's mean colour. Unlike the harness (batch 1),
@@ -17,7 +25,7 @@ from typing import Any
 import torch
 
 from jarvis.io import StageFailed, write_json_atomic, write_text_atomic
-from jarvis.plan import EvalSpec, StagePlan
+from jarvis.plan import BenchSpec, EvalSpec, StagePlan
 from jarvis.stages.common import image_transform
 from jarvis.tracking import plan_run as stage_run
 
@@ -35,7 +43,7 @@ def load_checkpoint(ckpt: Path) -> tuple[Any, Any]:
 
 
 def generate_answers(model: Any, tokenizer: Any, questions: list[Any], batch_size: int,
-                     max_new_tokens: int) -> list[str]:
+                     max_new_tokens: int, desc: str = "evaluate") -> list[str]:
     """Greedy answers, batched with left padding; decoded with skip_special_tokens and stripped (spec §1)."""
     from jarvis.data.collate import Collator
     from jarvis.data.conversation import build_prompt, expand_image_token, image_token_id
@@ -46,7 +54,7 @@ def generate_answers(model: Any, tokenizer: Any, questions: list[Any], batch_siz
     from jarvis.progress import progress
 
     answers: list[str] = []
-    bar = progress(total=len(questions), desc="evaluate", unit="question")
+    bar = progress(total=len(questions), desc=desc, unit="question")
     for i in range(0, len(questions), batch_size):
         chunk = questions[i : i + batch_size]
         samples = []
@@ -65,53 +73,93 @@ def generate_answers(model: Any, tokenizer: Any, questions: list[Any], batch_siz
     return answers
 
 
-def run(plan: StagePlan) -> dict[str, Any]:
-    from jarvis import tracking
+def evaluate_benchmark(model: Any, tokenizer: Any, spec: EvalSpec, bench: BenchSpec) -> dict[str, Any]:
+    """Answer and score one benchmark; writes its answers and scores files, returns the scores."""
     from jarvis.eval.answers import check_against_questions, check_compat_crashes, finite_or_null
     from jarvis.eval.benchmarks import answer_row, load_questions
-    from jarvis.eval.decoding import max_new_tokens
     from jarvis.eval.scorers import score_answers
 
+    t0 = time.perf_counter()
+    every = list(load_questions(bench.name, bench.bench_root))  # the whole benchmark: coverage's denominator
+    if not every:
+        raise StageFailed(f"benchmark {bench.name}: no questions under {bench.bench_root}; an empty benchmark has no"
+                          " score")
+    questions = every[: bench.limit] if bench.limit is not None else every
+    answers = generate_answers(model, tokenizer, questions, spec.batch_size, bench.max_new_tokens,
+                               desc=f"evaluate {bench.name}")
+    rows = [answer_row(q, a, model_id=spec.model_id) for q, a in zip(questions, answers, strict=True)]
+    write_text_atomic(bench.answers, "".join(json.dumps(r) + "\n" for r in rows))
+    # Coverage (answered / total) goes with every score, as with `jarvis score`; a subset is scored only when
+    # params ask for it (evaluation.limit), and then the scores say so.
+    lines = range(1, len(rows) + 1)
+    coverage = check_against_questions(bench.name, rows, lines, every, allow_partial=bench.limit is not None)
+    if spec.mode == "compat":  # the compat POPE/MMStar scorers crash on an empty answer: name it instead
+        check_compat_crashes(bench.name, rows, lines)
+    scores = score_answers(bench.name, rows, mode=spec.mode)
+    scores["eval_wall_s"] = round(time.perf_counter() - t0, 3)
+    scores["n_questions"] = len(rows)
+    scores["coverage"] = coverage
+    if coverage["partial"]:
+        scores["partial"] = True
+        log.warning("%s: PARTIAL, scored on %d/%d questions (evaluation.limit=%d); not comparable with "
+                    "full-benchmark scores", bench.name, coverage["answered"], coverage["total"], bench.limit)
+    undefined: list[str] = []
+    scores = finite_or_null(scores, undefined=undefined)  # strict JSON: an undefined score is null, not NaN
+    if undefined:
+        log.warning("%s: undefined (no questions) and written as null: %s", bench.name, ", ".join(undefined))
+    write_json_atomic(bench.scores, scores)
+    log.info("%s: %d questions in %.1f s", bench.name, len(rows), scores["eval_wall_s"])
+    return scores
+
+
+def summarize(all_scores: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The summary file: each benchmark's overall, each group's averages (jarvis.eval.groups; a group none of whose
+    members ran is left out), the questions answered."""
+    from jarvis.eval.groups import group_averages
+
+    defined = {b: s for b, s in all_scores.items() if s.get("overall") is not None}  # null: no questions scored
+    groups = {g: {"average": r["average"], "partial_average": r["partial_average"], "n_present": r["n_present"],
+                  "n_members": len(r["members"])}
+              for g, r in group_averages(defined).items() if r["n_present"]}
+    return {"benchmarks": {b: s["overall"] for b, s in all_scores.items()}, "groups": groups,
+            "n_questions": sum(int(s["n_questions"]) for s in all_scores.values())}
+
+
+def metric_keys(all_scores: dict[str, dict[str, Any]], summary: dict[str, Any]) -> dict[str, float]:
+    """The run's metrics, keyed by benchmark and group names only (never the arm): arms compare column by column."""
+    out: dict[str, float] = {}
+    for b, s in all_scores.items():
+        if s.get("overall") is None:  # undefined (written as null, warned about): MLflow takes numbers only
+            continue
+        out[b] = float(s["overall"])
+        out.update({f"{b}/{k}": v for k, v in _numbers(s).items() if k != "overall"})
+    for g, r in summary["groups"].items():
+        out[f"group/{g}"] = float(r["partial_average"])
+        out[f"group/{g}/n_present"] = float(r["n_present"])
+    return out
+
+
+def run(plan: StagePlan) -> dict[str, Any]:
+    from jarvis import tracking
+
     spec: EvalSpec = plan.spec
-    bench = spec.benchmark
     t0 = time.perf_counter()
     with stage_run(plan) as (mlrun, _):
         torch.manual_seed(spec.seed)  # greedy decoding draws nothing; anything random would follow the run's seed
         model, tokenizer = load_checkpoint(spec.checkpoint)
-        every = list(load_questions(bench, spec.bench_root))  # the whole benchmark: coverage's denominator
-        if not every:
-            raise StageFailed(f"benchmark {bench}: no questions under {spec.bench_root}; an empty benchmark has no"
-                              " score")
-        questions = every[: spec.limit] if spec.limit is not None else every
-        answers = generate_answers(model, tokenizer, questions, spec.batch_size,
-                                   max_new_tokens(bench, spec.max_new_tokens))
-        gen_s = time.perf_counter() - t0
-        rows = [answer_row(q, a, model_id=spec.model_id) for q, a in zip(questions, answers, strict=True)]
-        write_text_atomic(spec.answers, "".join(json.dumps(r) + "\n" for r in rows))
-        # Coverage (answered / total) goes with every score, as with `jarvis score`; a subset is scored only when
-        # params ask for it (evaluation.limit), and then the scores say so.
-        coverage = check_against_questions(bench, rows, range(1, len(rows) + 1), every,
-                                           allow_partial=spec.limit is not None)
-        if spec.mode == "compat":  # the compat POPE/MMStar scorers crash on an empty answer: name it instead
-            check_compat_crashes(bench, rows, range(1, len(rows) + 1))
-        scores = score_answers(bench, rows, mode=spec.mode)
-        scores["eval_wall_s"] = round(time.perf_counter() - t0, 3)
-        scores["n_questions"] = len(rows)
-        scores["coverage"] = coverage
-        if coverage["partial"]:
-            scores["partial"] = True
-            log.warning("%s: PARTIAL, scored on %d/%d questions (evaluation.limit=%d); not comparable with "
-                        "full-benchmark scores", plan.id, coverage["answered"], coverage["total"], spec.limit)
-        undefined: list[str] = []
-        scores = finite_or_null(scores, undefined=undefined)  # strict JSON: an undefined score is null, not NaN
-        if undefined:
-            log.warning("%s: undefined (no questions) and written as null: %s", plan.id, ", ".join(undefined))
-        write_json_atomic(spec.scores, scores)
+        load_s = time.perf_counter() - t0
+        all_scores = {b.name: evaluate_benchmark(model, tokenizer, spec, b) for b in spec.benchmarks}
+        summary = summarize(all_scores)
+        summary["eval_wall_s"] = round(time.perf_counter() - t0, 3)
+        if spec.summary is not None:
+            write_json_atomic(spec.summary, summary)
+        metrics = metric_keys(all_scores, summary)
         if mlrun is not None:
-            flat = {f"{bench}/{k}": v for k, v in _numbers(scores).items()}
-            tracking.log_final_metrics(flat, prefix="")
-        log.info("%s: %d questions in %.1f s (generation %.1f s)", plan.id, len(rows), scores["eval_wall_s"], gen_s)
-    return {k: v for k, v in _numbers(scores).items() if "/" not in k}
+            tracking.log_final_metrics(metrics, prefix="")
+        log.info("%s: %d benchmarks, %d questions in %.1f s (checkpoint load %.1f s)", plan.id, len(all_scores),
+                 summary["n_questions"], summary["eval_wall_s"], load_s)
+    return {**{b: metrics[b] for b in all_scores if b in metrics}, **{f"group/{g}": metrics[f"group/{g}"] for g in summary["groups"]},
+            "n_questions": summary["n_questions"], "eval_wall_s": summary["eval_wall_s"]}
 
 
 def _numbers(d: dict[str, Any], prefix: str = "") -> dict[str, float]:

@@ -14,7 +14,7 @@ def run_key(arm: str, seed: int) -> str:
 
 
 def run(plan: StagePlan) -> dict[str, Any]:
-    from jarvis.report import build_report
+    from jarvis.report import build_report, write_arm_metrics, write_bars, write_curves
     from jarvis.tracking import plan_run as stage_run
 
     spec: ReportSpec = plan.spec
@@ -26,12 +26,45 @@ def run(plan: StagePlan) -> dict[str, Any]:
     groups = {a: [run_key(a, s) for s in spec.seeds] for a in spec.arms}
     t0 = time.perf_counter()
     with stage_run(plan) as (mlrun, _):
-        result = build_report(scores, histories, spec.out_dir, baselines=dict(spec.baselines), seed_groups=groups,
-                              sweeps={name: list(v) for name, v in spec.sweeps})
+        on_figure = None
         if mlrun is not None:
             import mlflow
 
-            for out in (*plan.outs, *plan.metrics):
-                mlflow.log_artifact(out, artifact_path="report")
+            def on_figure(name: str, fig: Any) -> None:
+                mlflow.log_figure(fig, f"report/{name}")
+
+        result = build_report(scores, histories, spec.out_dir, baselines=dict(spec.baselines), seed_groups=groups,
+                              sweeps={name: list(v) for name, v in spec.sweeps}, on_figure=on_figure)
+        write_curves(histories, {run_key(a, s): p for a, s, p in spec.curves})
+        write_arm_metrics(result, dict(spec.arm_metrics))
+        if spec.bars is not None:
+            write_bars(result, spec.bars)
+        if mlrun is not None:
+            _log_to_mlflow(result)
     return {"n_arms": len(spec.arms), "n_seeds": len(spec.seeds), "n_benchmarks": len(spec.benchmarks),
             "wall_s": round(time.perf_counter() - t0, 3), "files": sorted(str(v) for v in result["files"].values())}
+
+
+def _log_to_mlflow(summary: dict[str, Any]) -> None:
+    """The table as an MLflow table (one row per arm, mean and 95 % interval half-width per column) and each arm's
+    means as metrics ``<arm>/<column>``; the figures went through ``log_figure`` while they were drawn."""
+    import math
+
+    import mlflow
+
+    table: dict[str, list[Any]] = {"arm": []}
+    metrics: dict[str, float] = {}
+    for arm, cells in summary["rows"].items():
+        table["arm"].append(arm)
+        for col in summary["columns"]:
+            cell = cells.get(col)
+            mean = cell["mean"] if cell else float("nan")
+            table.setdefault(col, []).append(None if math.isnan(mean) else round(mean, 4))
+            half = cell["ci95"] if cell else None
+            table.setdefault(f"{col} ±95%", []).append(half if isinstance(half, (int, float))
+                                                        and not math.isnan(half) else None)
+            if not math.isnan(mean):
+                metrics[f"{arm}/{col}"] = mean
+    mlflow.log_table(table, artifact_file="report/table.json")
+    if metrics:
+        mlflow.log_metrics(metrics)
