@@ -197,3 +197,21 @@ def test_trainer_logs_into_the_stage_run(project: Path, tmp_path: Path, monkeypa
             "train_loss", "final/loss"} <= set(data.metrics)
     assert data.params["cfg.seed"] == "42" and data.params["learning_rate"] == "0.01"  # ours + the Trainer's
     assert not list((project / "mlruns").rglob("*.safetensors"))  # checkpoints not uploaded
+
+
+def test_a_training_corpus_is_logged_as_a_run_input(fresh_project: Path) -> None:
+    """Name, content digest and counts of the data a run read, as an MLflow dataset input (read back from the store)."""
+    import hashlib
+
+    data = fresh_project / "data" / "synth" / "pretrain" / "captions.json"
+    data.parent.mkdir(parents=True)
+    data.write_text('[{"id": "a"}]')
+    with tracking.stage_run(_ident("inputs", PARAMS), fresh_project / "_work" / "inputs") as run:
+        tracking.log_dataset(data, name="synth/pretrain/captions.json", context="pretrain",
+                             counts={"samples": 1, "validation/dropped": 0})
+    got = _client(fresh_project).get_run(run.info.run_id).inputs.dataset_inputs
+    assert len(got) == 1
+    ds = got[0].dataset
+    assert (ds.name, ds.digest) == ("synth/pretrain/captions.json", hashlib.sha256(data.read_bytes()).hexdigest()[:16])
+    tags = {t.key: t.value for t in got[0].tags}
+    assert tags["mlflow.data.context"] == "pretrain" and tags["samples"] == "1" and tags["validation/dropped"] == "0"

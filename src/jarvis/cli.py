@@ -85,6 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except SystemExit as exc:  # jarvis.training.Preempted: checkpoint saved, exit 128 + signal
         rc = exc.code if isinstance(exc.code, int) else 1
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        args.log_timing()
         hard_exit(rc)
     return rc
 
@@ -317,6 +318,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _process_age_s() -> float | None:
+    """Seconds since this process started (Linux /proc), or None elsewhere: the interpreter and imports before
+    the command runs are part of a stage's start-up (benchmarks/bench_default.py reads the timing line)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        import time
+
+        return time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from jarvis.progress import quiet_library_bars
 
@@ -329,16 +344,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import time
+
     from jarvis.config import ConfigError
     from jarvis.io import StageFailed
 
+    before, t0 = _process_age_s(), time.perf_counter()
+
+    def log_timing() -> None:
+        if args.command in PIPELINE_STAGES and not getattr(args, "timed", False):
+            args.timed = True
+            logging.getLogger("jarvis.cli").info(
+                "timing: %s start-up %.2f s (process start to command), command %.2f s", args.command,
+                before if before is not None else float("nan"), time.perf_counter() - t0)
+
+    args.log_timing = log_timing  # cmd_train calls it before a distributed process leaves with os._exit
     try:
         if os.environ.get("DVC_STAGE") and args.command in PIPELINE_STAGES:
             from jarvis import dag
 
             # `dvc repro` runs what dvc.yaml says: refuse when params.yaml now describes another graph
             dag.require_fresh(dag.load(), Path(os.environ.get("DVC_ROOT", ".")) / "dvc.yaml")
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        log_timing()  # a finished command only: an error stays one line
+        return rc
     except StageFailed as err:  # a stage that ran and failed (diverged, locked, non-finite result): exit 1
         logging.getLogger("jarvis.cli").debug("%s failed", args.command, exc_info=True)
         print(f"error: {err}", file=sys.stderr)

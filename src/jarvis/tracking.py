@@ -311,6 +311,18 @@ def log_final_metrics(metrics: Mapping[str, Any], prefix: str = "final/") -> Non
         mlflow.log_metrics(numeric)
 
 
+def log_dataset(path: Path, name: str, context: str, counts: Mapping[str, Any]) -> None:
+    """Log a data file as an input of the active run: its name, the sha256 of its bytes (16 hex) as digest, and the
+    counts (samples, drops, truncations) as input tags; the compare view then shows which data each run read."""
+    import mlflow
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    dataset = MetaDataset(LocalArtifactDatasetSource(str(Path(path).resolve())), name=name, digest=digest)
+    mlflow.log_input(dataset, context=context, tags={k: str(v) for k, v in counts.items()})
+
+
 @contextlib.contextmanager
 def plan_run(plan: Any, world_size: int | None = None) -> Iterator[tuple[Any, Path]]:
     """The stage's MLflow run and its scratch directory ``_work/<stage id>/<params digest>/``.

@@ -95,4 +95,7 @@ def run(plan: StagePlan) -> dict[str, Any]:
                 from jarvis import tracking
 
                 tracking.log_final_metrics(data_metrics, prefix="")
+                # named by its path under data/ (<dataset>/<part>/<file>), e.g. synth/pretrain/...json
+                tracking.log_dataset(spec.corpus.annotations, name="/".join(spec.corpus.annotations.parts[-3:]),
+                                     context=spec.stage, counts={"samples": len(dataset), **dataset.stats})
     return metrics
