@@ -270,7 +270,7 @@ def test_diverged_stage_exits_1_with_one_error_line_no_output_and_a_failed_mlflo
     assert re.fullmatch(r"error: text pretraining diverged at step \d+: non-finite .+", errors[0]), errors[0]
     assert not (tmp_path / "models" / "llm").exists()  # no declared output, nor a temp dir beside it
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    (exp,) = [e for e in client.search_experiments() if e.name.endswith("components")]
+    (exp,) = [e for e in client.search_experiments() if e.name == raw["run"]["study"]]  # one experiment per study
     runs = client.search_runs([exp.experiment_id], "tags.mlflow.runName = 'download-llm-tiny_llama'")
     assert [r.info.status for r in runs] == ["FAILED"]
 
@@ -292,7 +292,7 @@ def _eval_project(chat_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, **eval
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     monkeypatch.delenv("JARVIS_SCRATCH", raising=False)
     total = generate_general_benchmarks(project / "data" / "synth", n_per_benchmark=5, image_size=32, seed=0)["pope"]
-    plan = load(project / "params.yaml").resolve("evaluate", experiment="llava", seed=0, benchmark="pope")
+    plan = load(project / "params.yaml").resolve("evaluate", experiment="llava", seed=0, benchmarks=("pope",))
     shutil.copytree(chat_checkpoint, plan.spec.checkpoint)
     return plan, total
 
@@ -305,13 +305,13 @@ def test_evaluate_scores_carry_coverage_and_a_subset_says_so(chat_checkpoint: Pa
 
     plan, total = _eval_project(chat_checkpoint, monkeypatch, limit=limit)
     metrics = evaluate.run(plan)
-    text = plan.spec.scores.read_text()
+    text = plan.spec.benchmarks[0].scores.read_text()
     scores = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in scores.json"))
     answered = limit or total
     assert scores["coverage"] == {"answered": answered, "total": total, "fraction": answered / total,
                                   "partial": limit is not None}
     assert scores.get("partial", False) is (limit is not None)
-    assert scores["n_questions"] == answered == len(plan.spec.answers.read_text().splitlines())
+    assert scores["n_questions"] == answered == len(plan.spec.benchmarks[0].answers.read_text().splitlines())
     assert metrics["n_questions"] == answered
 
 
@@ -322,11 +322,11 @@ def test_evaluate_compat_empty_answer_is_named_not_a_crash(chat_checkpoint: Path
     from jarvis.stages import evaluate
 
     plan, _ = _eval_project(chat_checkpoint, monkeypatch, mode="compat")
-    monkeypatch.setattr(evaluate, "generate_answers", lambda model, tok, questions, *a: ["yes"] + [""] * (
+    monkeypatch.setattr(evaluate, "generate_answers", lambda model, tok, questions, *a, **kw: ["yes"] + [""] * (
         len(questions) - 1))  # a model that answers nothing after the first question
     with pytest.raises(AnswersError, match=r"pope: line 2: empty answer"):
         evaluate.run(plan)
-    assert not plan.spec.scores.exists()
+    assert not plan.spec.benchmarks[0].scores.exists()
 
 
 def test_evaluate_on_an_empty_benchmark_fails(chat_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -336,8 +336,9 @@ def test_evaluate_on_an_empty_benchmark_fails(chat_checkpoint: Path, monkeypatch
     plan, _ = _eval_project(chat_checkpoint, monkeypatch)
     import pyarrow.parquet as pq
 
-    for f in (plan.spec.bench_root / "data").glob("test-*.parquet"):  # the benchmark's files, with no rows
+    # the benchmark's files, with no rows
+    for f in (plan.spec.benchmarks[0].bench_root / "data").glob("test-*.parquet"):
         pq.write_table(pq.read_table(f).slice(0, 0), f)
     with pytest.raises(StageFailed, match=r"benchmark pope: no questions under"):
         evaluate.run(plan)
-    assert not plan.spec.scores.exists() and not plan.spec.answers.exists()
+    assert not plan.spec.benchmarks[0].scores.exists() and not plan.spec.benchmarks[0].answers.exists()

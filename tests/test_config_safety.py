@@ -170,7 +170,7 @@ def test_every_python_entry_point_refuses_duplicated_keys(root, tmp_path):
 
 
 def _snakemake_project(root: Path, dest: Path) -> Path:
-    for name in ("Snakefile", "params.yaml", "environment.yml"):
+    for name in ("Snakefile", "params.yaml", "dvc.yaml", "environment.yml"):  # a stale dvc.yaml is refused
         shutil.copy2(root / name, dest / name)
     shutil.copytree(root / "workflow", dest / "workflow")
     shutil.copytree(root / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__"))
