@@ -103,6 +103,8 @@ def test_mlflow_store_holds_every_stage_run(project: Path) -> None:
     assert pre.data.tags.get("jarvis.params_digest") or any("digest" in k for k in pre.data.tags)
     assert pre.info.status == "FINISHED"
     assert {"data/validation/dropped", "data/truncation/fraction"} <= set(runs["jarvis/s0/finetune"].data.metrics)
+    inputs = client.get_run(pre.info.run_id).inputs.dataset_inputs  # the corpus it read: name, digest, counts
+    assert [i.dataset.name.split("/")[:2] for i in inputs] == [["synth", "pretrain"]] and inputs[0].dataset.digest
     assert "report" in runs
 
 
@@ -127,7 +129,7 @@ def test_dvc_plots_show_renders_curves_bars_and_figures(project: Path, tmp_path:
     # one line per arm and seed: every curve file is in the curve plot's data
     for exp in EXPERIMENTS:
         for seed in SEEDS:
-            assert f"reports/curves/{exp}-s{seed}.csv" in page, (exp, seed)
+            assert f'"filename": "{exp}-s{seed}.csv"' in page, (exp, seed)
 
 
 def test_snakemake_report_embeds_the_comparison(project: Path, tmp_path: Path) -> None:

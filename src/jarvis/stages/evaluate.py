@@ -126,13 +126,16 @@ def summarize(all_scores: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def metric_keys(all_scores: dict[str, dict[str, Any]], summary: dict[str, Any]) -> dict[str, float]:
-    """The run's metrics, keyed by benchmark and group names only (never the arm): arms compare column by column."""
+    """The run's metrics, keyed by benchmark and group names only (never the arm): arms compare column by column.
+
+    The headline numbers only (each benchmark's overall, each group average, the questions answered): MLflow's compare view
+    shows a short table of them side by side; sub-scores (categories, counts) stay in each scores.json."""
     out: dict[str, float] = {}
     for b, s in all_scores.items():
         if s.get("overall") is None:  # undefined (written as null, warned about): MLflow takes numbers only
             continue
         out[b] = float(s["overall"])
-        out.update({f"{b}/{k}": v for k, v in _numbers(s).items() if k != "overall"})
+    out["n_questions"] = float(summary["n_questions"])
     for g, r in summary["groups"].items():
         out[f"group/{g}"] = float(r["partial_average"])
         out[f"group/{g}/n_present"] = float(r["n_present"])
@@ -158,15 +161,6 @@ def run(plan: StagePlan) -> dict[str, Any]:
             tracking.log_final_metrics(metrics, prefix="")
         log.info("%s: %d benchmarks, %d questions in %.1f s (checkpoint load %.1f s)", plan.id, len(all_scores),
                  summary["n_questions"], summary["eval_wall_s"], load_s)
-    return {**{b: metrics[b] for b in all_scores if b in metrics}, **{f"group/{g}": metrics[f"group/{g}"] for g in summary["groups"]},
+    groups = {f"group/{g}": metrics[f"group/{g}"] for g in summary["groups"]}
+    return {**{b: metrics[b] for b in all_scores if b in metrics}, **groups,
             "n_questions": summary["n_questions"], "eval_wall_s": summary["eval_wall_s"]}
-
-
-def _numbers(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_numbers(v, f"{prefix}{k}/"))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[f"{prefix}{k}"] = float(v)
-    return out
