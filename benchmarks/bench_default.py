@@ -41,7 +41,9 @@ def copy_project(dest: Path) -> None:
 
 def job_walls(project: Path) -> dict[str, float]:
     """Stage id -> seconds between its job's start and finish lines in Snakemake's last log."""
-    log = sorted((project / ".snakemake" / "log").glob("*.snakemake.log"))[-1].read_text().splitlines()
+    logs = [f.read_text() for f in sorted((project / ".snakemake" / "log").glob("*.snakemake.log"))]
+    ran = [t for t in logs if "Finished jobid" in t]  # dry runs (-n) write logs too
+    log = ran[-1].splitlines() if ran else []
     started: dict[str, tuple[str, datetime]] = {}  # jobid -> (rule, start)
     walls: dict[str, float] = {}
     stamp = None
@@ -68,7 +70,7 @@ def core_work(project: Path, stage: dict) -> float | None:
     """Seconds of the stage's real work, from the files it wrote (training steps, answering), where it says."""
     metrics = [next(iter(m)) if isinstance(m, dict) else m for m in stage.get("metrics", [])]
     outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
-    for m in metrics:
+    for m in [*metrics, *(o for o in outs if o.endswith("metrics.json"))]:
         if not (project / m).is_file():  # the stage has not run (yet)
             return None
         data = json.loads((project / m).read_text())
