@@ -32,6 +32,8 @@ def _snakemake(workdir: Path, *args: str, profile: Path = PROFILE, env: dict[str
     """Run Snakemake on the smoke workflow; `--workflow-profile none` so no repo-level default profile leaks in."""
     cmd = [str(SNAKEMAKE), "--profile", str(profile), "--workflow-profile", "none",
            "--snakefile", str(SMOKE), "--directory", str(workdir), *args]
+    if profile == PROFILE:  # the profile polls like a shared cluster wants (30 s); the local cluster answers at once
+        cmd += ["--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2"]
     if timeout_cmd:
         cmd = TIMEOUT + cmd
     return subprocess.run(cmd, cwd=workdir, env=env if env is not None else os.environ.copy(),
