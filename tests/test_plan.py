@@ -308,7 +308,7 @@ def test_mlflow_params_are_arm_independent(raw):
 def _tiny_raw(raw: dict) -> dict:
     raw = copy.deepcopy(raw)
     raw["datasets"]["synth"].update(n_pretrain=16, n_instruct=8, n_bench_per_task=2, n_general_per_benchmark=2)
-    raw["llms"]["tiny_llama"]["text_pretrain"]["steps"] = 2
+    raw["llms"]["tiny_llama"]["text_pretrain"]["steps"] = 0  # stage 0 off: 1-20 steps are refused (no warm-up)
     raw["training"]["tiny"]["pretrain"]["max_steps"] = 2
     # plain Trainer: DeepSpeed's process group cannot be set up twice in one test process (the seed plumbing is the
     # same: TrainSettings.seed -> TrainingArguments.seed/data_seed, masks, skip coin; build_model's init)
