@@ -146,16 +146,32 @@ def test_one_evaluation_per_model_holds_every_benchmark(raw):
         b: 7 if b == "mmvp" else MAX_NEW_TOKENS[b] for b in benches}
     assert {b.limit for b in ev.spec.benchmarks} == {3}
     assert {b.name: b.bench_root.as_posix() for b in ev.spec.benchmarks}["cvbench_3d"] == "data/synth/cvbench"
-    assert ev.outs == tuple(f"runs/jarvis/s1/eval/{b}/{f}" for b in benches for f in ("answers.jsonl", "scores.json"))
-    assert ev.metrics == ("runs/jarvis/s1/eval/scores.json",) and ev.run_name == "jarvis/s1/evaluate"
-    # the report reads the per-benchmark scores the evaluation writes
-    assert {str(f) for *_, f in plans["report"].spec.score_files} <= {o for p in evals for o in p.outs}
+    files = ("answers.jsonl", "scores.json")
+    assert ev.outs == (*(f"runs/jarvis/s1/eval/{b}/{f}" for b in benches for f in files),
+                       *(f"runs/jarvis/s1/eval_blind/{b}/{f}" for b in benches for f in files))  # evaluation.blind
+    assert ev.metrics == ("runs/jarvis/s1/eval/scores.json", "runs/jarvis/s1/eval_blind/scores.json")
+    assert ev.run_name == "jarvis/s1/evaluate" and "evaluation.blind" in ev.params
+    # the report reads the per-benchmark scores the evaluation writes, real and blind
+    report = plans["report"].spec
+    assert {str(f) for *_, f in (*report.score_files, *report.blind_files)} == {o for p in evals for o in p.outs
+                                                                                 if o.endswith("/scores.json")}
     # `jarvis evaluate --benchmark B` (ad hoc): the same per-benchmark files, its own id, no summary
     one = _resolver(raw).resolve("evaluate", experiment="jarvis", seed=1, benchmarks=("pope",))
     assert one.id == "evaluate-jarvis-s1-pope" and one.metrics == () and one.spec.summary is None
-    assert one.outs == ("runs/jarvis/s1/eval/pope/answers.jsonl", "runs/jarvis/s1/eval/pope/scores.json")
+    assert one.outs == ("runs/jarvis/s1/eval/pope/answers.jsonl", "runs/jarvis/s1/eval/pope/scores.json",
+                        "runs/jarvis/s1/eval_blind/pope/answers.jsonl", "runs/jarvis/s1/eval_blind/pope/scores.json")
     assert one.argv[-2:] == ("--benchmark", "pope") and one.spec.benchmarks[0] == ev.spec.benchmarks[
         benches.index("pope")]
+
+
+def test_blind_evaluation_off_declares_no_blind_files(raw):
+    """evaluation.blind: false: neither the evaluation nor the report names an eval_blind/ file."""
+    raw["evaluation"]["blind"] = False
+    plans = _by_id(raw)
+    ev = plans["evaluate-jarvis-s1"]
+    assert ev.spec.blind_summary is None and all(b.blind is None for b in ev.spec.benchmarks)
+    assert not any("eval_blind" in o for p in plans.values() for o in (*p.outs, *p.metrics, *p.inputs))
+    assert plans["report"].spec.blind_files == ()
 
 
 # ------------------------------------------------------------------ code deps

@@ -503,6 +503,8 @@ class Evaluation(_Strict):
     # Per-benchmark decoding length overrides; unset benchmarks use the reference's (jarvis.eval.decoding).
     max_new_tokens: dict[Literal[BENCHMARKS], Annotated[int, Field(ge=1)]] = {}  # type: ignore[valid-type]
     limit: int | None = Field(default=None, ge=1)
+    # Also answer every question with a blank image (the tower's mean colour): the blind control of issue 12.
+    blind: bool
 
 
 class Experiment(_Strict):

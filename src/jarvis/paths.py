@@ -111,21 +111,22 @@ def history_file(exp: str, seed: int, stage: str) -> Path:
     return run_dir(exp, seed, stage) / "history.jsonl"
 
 
-def eval_dir(exp: str, seed: int, bench: str) -> Path:
-    return run_dir(exp, seed, "eval") / check_component(bench, "benchmark")
+def eval_dir(exp: str, seed: int, bench: str, blind: bool = False) -> Path:
+    """One benchmark's results; ``blind``: the same model answering with blank images (issue 12's control)."""
+    return run_dir(exp, seed, "eval_blind" if blind else "eval") / check_component(bench, "benchmark")
 
 
-def answers_file(exp: str, seed: int, bench: str) -> Path:
-    return eval_dir(exp, seed, bench) / "answers.jsonl"
+def answers_file(exp: str, seed: int, bench: str, blind: bool = False) -> Path:
+    return eval_dir(exp, seed, bench, blind) / "answers.jsonl"
 
 
-def scores_file(exp: str, seed: int, bench: str) -> Path:
-    return eval_dir(exp, seed, bench) / "scores.json"
+def scores_file(exp: str, seed: int, bench: str, blind: bool = False) -> Path:
+    return eval_dir(exp, seed, bench, blind) / "scores.json"
 
 
-def eval_summary_file(exp: str, seed: int) -> Path:
+def eval_summary_file(exp: str, seed: int, blind: bool = False) -> Path:
     """Every benchmark's overall and the group averages of one (experiment, seed) evaluation."""
-    return run_dir(exp, seed, "eval") / "scores.json"
+    return run_dir(exp, seed, "eval_blind" if blind else "eval") / "scores.json"
 
 
 def reports_dir() -> Path:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -168,6 +168,7 @@ class BenchSpec:
     limit: int | None
     answers: Path
     scores: Path
+    blind: BenchSpec | None = None  # the blank-image twin (evaluation.blind): same questions, files in eval_blind/
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,8 @@ class EvalSpec:
     batch_size: int
     benchmarks: tuple[BenchSpec, ...]
     summary: Path | None  # every benchmark's overall and group averages; None for an ad-hoc subset
+    blind_summary: Path | None = None  # the same for the blank-image twins (evaluation.blind, not ad hoc)
+
 
 @dataclass(frozen=True)
 class ReportSpec:
@@ -188,6 +191,7 @@ class ReportSpec:
     seeds: tuple[int, ...]
     benchmarks: tuple[str, ...]
     score_files: tuple[tuple[str, int, str, Path], ...]  # (arm, seed, benchmark, scores.json)
+    blind_files: tuple[tuple[str, int, str, Path], ...]  # the same, blank images (empty: evaluation.blind off)
     histories: tuple[tuple[str, int, Path], ...]  # (arm, seed, stage-1 history)
     baselines: tuple[tuple[str, tuple[str, ...]], ...]
     sweeps: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # sweep -> ((variant, label), ...)
@@ -520,29 +524,35 @@ class Resolver:
         names = tuple(dict.fromkeys(benchmarks if adhoc else v.run.benchmarks))
         if not names:
             raise ValueError(f"evaluate {exp} s{seed}: no benchmarks")
-        lengths, limit = cfg.max_new_tokens, cfg.limit
+        lengths, limit, blind = cfg.max_new_tokens, cfg.limit, cfg.blind
         benches = []
         for bench in names:
             sub = "cvbench" if bench.startswith("cvbench") or bench in ("ade", "coco", "omni") else bench
-            benches.append(BenchSpec(name=bench, bench_root=paths.dataset_dir(data) / sub,
-                                     max_new_tokens=max_new_tokens(bench, lengths), limit=limit,
-                                     answers=paths.answers_file(exp, seed, bench),
-                                     scores=paths.scores_file(exp, seed, bench)))
+            one = BenchSpec(name=bench, bench_root=paths.dataset_dir(data) / sub,
+                            max_new_tokens=max_new_tokens(bench, lengths), limit=limit,
+                            answers=paths.answers_file(exp, seed, bench), scores=paths.scores_file(exp, seed, bench))
+            if blind:
+                twin = replace(one, answers=paths.answers_file(exp, seed, bench, blind=True),
+                               scores=paths.scores_file(exp, seed, bench, blind=True))
+                one = replace(one, blind=twin)
+            benches.append(one)
         ckpt = paths.checkpoint_dir(exp, seed, "finetune")
         summary = None if adhoc else paths.eval_summary_file(exp, seed)
+        blind_summary = paths.eval_summary_file(exp, seed, blind=True) if blind and not adhoc else None
         spec = EvalSpec(seed=seed, checkpoint=ckpt, model_id=exp, mode=cfg.mode, batch_size=cfg.batch_size,
-                        benchmarks=tuple(benches), summary=summary)
+                        benchmarks=tuple(benches), summary=summary, blind_summary=blind_summary)
         sid = f"evaluate-{exp}-s{seed}" + ("".join(f"-{b}" for b in names) if adhoc else "")
         argv = ("jarvis", "evaluate", "--experiment", exp, "--seed", str(seed))
         if adhoc:
             argv += tuple(w for b in names for w in ("--benchmark", b))
         outs = tuple(_p(f) for b in benches for f in (b.answers, b.scores))
+        outs += tuple(_p(f) for b in benches if b.blind is not None for f in (b.blind.answers, b.blind.scores))
         resources = self._resources(self.params.experiments[exp].training, "evaluate")
         resources["runtime"] *= len(benches)  # params give minutes per benchmark; one job answers them all
         return self._finish(log, id=sid, kind="evaluate", argv=argv,
                             run_name=f"{exp}/s{seed}/evaluate" + ("".join(f"-{b}" for b in names) if adhoc else ""),
                             inputs=(_p(paths.dataset_dir(data)), _p(ckpt)), outs=outs,
-                            metrics=(_p(summary),) if summary else (), spec=spec,
+                            metrics=tuple(_p(f) for f in (summary, blind_summary) if f is not None), spec=spec,
                             resources=resources, experiment=exp, seed=seed)
 
     def arms(self, run: Any = None) -> list[str]:
@@ -569,16 +579,19 @@ class Resolver:
                        for s in selected)
         for s in selected:
             v.sweeps[s].value()
+        blind = v.evaluation.blind
         spec = ReportSpec(
             arms=tuple(arms), seeds=seeds, benchmarks=benches,
             score_files=tuple((a, s, b, paths.scores_file(a, s, b)) for a in arms for s in seeds for b in benches),
+            blind_files=tuple((a, s, b, paths.scores_file(a, s, b, blind=True)) for a in arms for s in seeds
+                              for b in benches) if blind else (),
             histories=tuple((a, s, paths.history_file(a, s, "pretrain")) for a in arms for s in seeds),
             baselines=tuple(baselines), sweeps=sweeps, mode=v.evaluation.mode, out_dir=paths.reports_dir(),
             curves=tuple((a, s, paths.reports_dir() / "curves" / f"{a}-s{s}.csv") for a in arms for s in seeds),
             arm_metrics=tuple((a, paths.reports_dir() / "arms" / f"{a}.json") for a in arms),
             bars=paths.reports_dir() / "bars.csv")
         rep = spec.out_dir
-        inputs = [_p(f) for *_, f in spec.score_files] + [_p(h) for *_, h in spec.histories]
+        inputs = [_p(f) for *_, f in (*spec.score_files, *spec.blind_files)] + [_p(h) for *_, h in spec.histories]
         names = (*REPORT_OUTPUTS, "summary.json", *(f"sweep-{s}.png" for s in selected))
         return self._finish(log, id="report", kind="report", argv=("jarvis", "report"),
                             run_name="report", inputs=tuple(inputs),

@@ -8,6 +8,13 @@ benchmark's overall and the group averages (jarvis.eval.groups), and the stage's
 metric keys for every arm: ``<benchmark>`` (overall), ``<benchmark>/<sub-score>``, ``group/<group>`` (the mean of
 the members evaluated) with ``group/<group>/n_present``.
 
+Controls (issue 12), written by this stage and not by the Cambrian-compatible scorers, whose numbers stay as they
+are: each scores.json also carries ``question_types`` (accuracy per question type next to its chance level,
+jarvis.eval.qtypes) and ``answer_distribution`` (the share of the most common answer; a WARNING at >= 90 %,
+jarvis.eval.controls). With ``evaluation.blind`` the same model, with the same batching, answers every benchmark a
+second time with blank images (the tower's mean colour at each image's size) into ``eval_blind/``; its MLflow keys
+carry a ``blind/`` prefix so they never mix with the real ones.
+
 Prompts are built as the Cambrian harness builds them: ``<image>\\n{question}\\n{extension}`` through the
 checkpoint's chat template, images padded to a square with the tower's mean colour. Unlike the harness (batch 1),
 questions are batched with left padding; greedy decoding with a KV cache gives the same tokens as batch 1
@@ -43,10 +50,18 @@ def load_checkpoint(ckpt: Path) -> tuple[Any, Any]:
 
 
 def generate_answers(model: Any, tokenizer: Any, questions: list[Any], batch_size: int,
-                     max_new_tokens: int, desc: str = "evaluate") -> list[str]:
-    """Greedy answers, batched with left padding; decoded with skip_special_tokens and stripped (spec §1)."""
+                     max_new_tokens: int, desc: str = "evaluate", blind: bool = False) -> list[str]:
+    """Greedy answers, batched with left padding; decoded with skip_special_tokens and stripped (spec §1).
+
+    ``blind``: each image is replaced by a blank one of its size (jarvis.eval.controls.blank_image); nothing else
+    changes."""
     from jarvis.data.collate import Collator
     from jarvis.data.conversation import build_prompt, expand_image_token, image_token_id
+    from jarvis.eval.controls import blank_image
+
+    def image_of(q: Any) -> Any:
+        image = q.load_image()
+        return blank_image(image, model.vision_tower.image_mean) if blind else image
 
     transform = image_transform(model.vision_tower, "pad")
     collate = Collator(tokenizer.pad_token_id, padding_side="left")
@@ -61,7 +76,7 @@ def generate_answers(model: Any, tokenizer: Any, questions: list[Any], batch_siz
         for q in chunk:
             ids, _ = expand_image_token(build_prompt(tokenizer, q.qs), None, img_id, model.vision_tower.num_patches)
             samples.append({"input_ids": torch.tensor(ids), "labels": torch.full((len(ids),), -100),
-                            "pixel_values": transform(q.load_image())})
+                            "pixel_values": transform(image_of(q))})
         batch = collate(samples)
         limit = max_new_tokens  # per benchmark (jarvis.eval.decoding); generation stops at EOS
         with torch.inference_mode():
@@ -73,10 +88,14 @@ def generate_answers(model: Any, tokenizer: Any, questions: list[Any], batch_siz
     return answers
 
 
-def evaluate_benchmark(model: Any, tokenizer: Any, spec: EvalSpec, bench: BenchSpec) -> dict[str, Any]:
-    """Answer and score one benchmark; writes its answers and scores files, returns the scores."""
+def evaluate_benchmark(model: Any, tokenizer: Any, spec: EvalSpec, bench: BenchSpec,
+                       blind: bool = False) -> dict[str, Any]:
+    """Answer and score one benchmark (``blind``: with blank images); writes its answers and scores files, returns
+    the scores."""
     from jarvis.eval.answers import check_against_questions, check_compat_crashes, finite_or_null
     from jarvis.eval.benchmarks import answer_row, load_questions
+    from jarvis.eval.controls import answer_distribution
+    from jarvis.eval.qtypes import question_types
     from jarvis.eval.scorers import score_answers
 
     t0 = time.perf_counter()
@@ -85,8 +104,9 @@ def evaluate_benchmark(model: Any, tokenizer: Any, spec: EvalSpec, bench: BenchS
         raise StageFailed(f"benchmark {bench.name}: no questions under {bench.bench_root}; an empty benchmark has no"
                           " score")
     questions = every[: bench.limit] if bench.limit is not None else every
+    what = f"{bench.name} (blind)" if blind else bench.name
     answers = generate_answers(model, tokenizer, questions, spec.batch_size, bench.max_new_tokens,
-                               desc=f"evaluate {bench.name}")
+                               desc=f"evaluate {what}", blind=blind)
     rows = [answer_row(q, a, model_id=spec.model_id) for q, a in zip(questions, answers, strict=True)]
     write_text_atomic(bench.answers, "".join(json.dumps(r) + "\n" for r in rows))
     # Coverage (answered / total) goes with every score, as with `jarvis score`; a subset is scored only when
@@ -99,6 +119,12 @@ def evaluate_benchmark(model: Any, tokenizer: Any, spec: EvalSpec, bench: BenchS
     scores["eval_wall_s"] = round(time.perf_counter() - t0, 3)
     scores["n_questions"] = len(rows)
     scores["coverage"] = coverage
+    scores["question_types"] = question_types(bench.name, rows, scores)
+    scores["answer_distribution"] = dist = answer_distribution(answers)
+    if dist["flagged"]:
+        log.warning("answer flag: %s seed %d %s: %r is %.1f%% of %d answers (>= 90%%: one answer for everything)",
+                    spec.model_id + (" (blind)" if blind else ""), spec.seed, bench.name, dist["top_answer"],
+                    100 * dist["top_share"], dist["n"])
     if coverage["partial"]:
         scores["partial"] = True
         log.warning("%s: PARTIAL, scored on %d/%d questions (evaluation.limit=%d); not comparable with "
@@ -108,7 +134,7 @@ def evaluate_benchmark(model: Any, tokenizer: Any, spec: EvalSpec, bench: BenchS
     if undefined:
         log.warning("%s: undefined (no questions) and written as null: %s", bench.name, ", ".join(undefined))
     write_json_atomic(bench.scores, scores)
-    log.info("%s: %d questions in %.1f s", bench.name, len(rows), scores["eval_wall_s"])
+    log.info("%s: %d questions in %.1f s", what, len(rows), scores["eval_wall_s"])
     return scores
 
 
@@ -157,10 +183,28 @@ def run(plan: StagePlan) -> dict[str, Any]:
         if spec.summary is not None:
             write_json_atomic(spec.summary, summary)
         metrics = metric_keys(all_scores, summary)
+        blind = _blind(model, tokenizer, spec)
         if mlrun is not None:
             tracking.log_final_metrics(metrics, prefix="")
+            tracking.log_final_metrics(blind, prefix="blind/")
         log.info("%s: %d benchmarks, %d questions in %.1f s (checkpoint load %.1f s)", plan.id, len(all_scores),
                  summary["n_questions"], summary["eval_wall_s"], load_s)
     groups = {f"group/{g}": metrics[f"group/{g}"] for g in summary["groups"]}
     return {**{b: metrics[b] for b in all_scores if b in metrics}, **groups,
+            **{f"blind/{b}": blind[b] for b in all_scores if b in blind},
             "n_questions": summary["n_questions"], "eval_wall_s": summary["eval_wall_s"]}
+
+
+def _blind(model: Any, tokenizer: Any, spec: EvalSpec) -> dict[str, float]:
+    """The blank-image twin of every benchmark that has one (evaluation.blind), its summary, its metric keys
+    (unprefixed; the caller logs them under ``blind/``). ``{}`` when blind evaluation is off."""
+    twins = [b for b in spec.benchmarks if b.blind is not None]
+    if not twins:
+        return {}
+    t0 = time.perf_counter()
+    scores = {b.name: evaluate_benchmark(model, tokenizer, spec, b.blind, blind=True) for b in twins}
+    summary = summarize(scores)
+    summary["eval_wall_s"] = round(time.perf_counter() - t0, 3)
+    if spec.blind_summary is not None:
+        write_json_atomic(spec.blind_summary, summary)
+    return metric_keys(scores, summary)
