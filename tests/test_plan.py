@@ -374,7 +374,7 @@ def test_report_stage_over_seeds_and_a_sweep(raw, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("JARVIS_ROOT", str(tmp_path))
     raw["run"].update(benchmarks=["pope", "mmvp"], sweeps=["tiny_skip_prob"])
     plan = _resolver(raw).report()
-    for k, (_arm, _seed, bench, path) in enumerate(plan.spec.score_files):
+    for k, (_arm, _seed, bench, path) in enumerate((*plan.spec.score_files, *plan.spec.blind_files)):
         path.parent.mkdir(parents=True, exist_ok=True)
         correct = 10 + (k % 5)
         path.write_text(json.dumps({"benchmark": bench, "overall": 100 * correct / 24, "metric": "accuracy",
@@ -390,3 +390,7 @@ def test_report_stage_over_seeds_and_a_sweep(raw, tmp_path: Path, monkeypatch):
     summary = json.loads(Path("reports/summary.json").read_text())
     assert summary["rows"]["jarvis"]["pope"]["n"] == 2  # two seeds per arm
     assert summary["deltas"]["jarvis − llava"]["pope"]["paired"]
+    # evaluation.blind: each arm is followed by its blank-image row, pooled over the same seeds, in no delta
+    assert list(summary["rows"])[:2] == ["llava", "llava (blind)"] and summary["rows"]["jarvis (blind)"]["pope"]["n"] == 2
+    assert summary["blind_rows"] == [r for r in summary["rows"] if r.endswith(" (blind)")]
+    assert not any("blind" in d for d in summary["deltas"])

@@ -15,6 +15,10 @@ t-interval half-width, t_{0.975, n-1}·s/√n (scipy). Deltas of each arm agains
 differences over the seeds both sides ran, with their paired t-interval. Every single run's score also carries its
 number of questions and a 95 % Wilson interval over questions (pairs for MMVP), so a one-question delta reads as
 noise; scores that are not a proportion of questions (MME's summed score, F1) get no Wilson interval.
+
+Controls (issue 12, jarvis.report_controls): ``<arm> (blind)`` rows (the blank-image evaluation, pooled like any
+row, never in a delta), a question-types table against chance, and flags on runs that give one answer to (nearly)
+every question (marked ⚠ in the tables, listed in a Flags section, ``answer_flags`` in summary.json).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from jarvis import report_controls as controls
 from jarvis.io import StageFailed, write_bytes_atomic
 
 FigureHook = Callable[[str, Any], None] | None  # (file name, matplotlib figure): called before the figure closes
@@ -57,6 +62,7 @@ BENCH_ORDER = (
     "pope",
     "gqa",
 )
+QTYPE_ORDER = ("count", "relation", "depth", "distance", "presence", "colour", "shape", "mmvp")
 
 
 # --------------------------------------------------------------------------------------------- I/O
@@ -236,8 +242,8 @@ def _cell(xs: list[float]) -> dict[str, Any]:
 
 
 def _run_markdown(vals: dict[str, dict[str, float]], ivals: dict[str, dict[str, dict[str, Any]]],
-                  cols: list[str]) -> str:
-    """Per-run scores with [Wilson 95 %] and the number of questions."""
+                  cols: list[str], flagged: frozenset[tuple[str, str]] = frozenset()) -> str:
+    """Per-run scores with [Wilson 95 %] and the number of questions; ⚠ on a flagged (run, benchmark)."""
     benches = [c for c in cols if any(c in ivals.get(r, {}) for r in vals)]
     lines = ["### Per run (95 % Wilson interval over questions; n = questions)", "",
              "| run | " + " | ".join(benches) + " |", "|---" * (len(benches) + 1) + "|"]
@@ -252,7 +258,8 @@ def _run_markdown(vals: dict[str, dict[str, float]], ivals: dict[str, dict[str, 
             n = f"n={iv['n_questions']}"
             if iv.get("partial"):
                 n = f"n={iv['answered']}/{iv['total']} PARTIAL"
-            cells.append(f"{vals[run][b]:.2f}{w} {n}")
+            flag = f" {controls.FLAG}" if (run, b) in flagged else ""
+            cells.append(f"{vals[run][b]:.2f}{w} {n}{flag}")
         lines.append(f"| {run} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -275,10 +282,14 @@ def _fmt(c: dict[str, Any] | None, signed: bool = False) -> str:
     return s + (f" ± {c['ci95']:.2f}" if c["n"] > 1 and not math.isnan(c["ci95"]) else "")
 
 
-def _markdown(title: str, rows: dict[str, dict[str, Any]], cols: list[str], signed: bool = False) -> str:
+def _markdown(title: str, rows: dict[str, dict[str, Any]], cols: list[str], signed: bool = False,
+              marks: Mapping[str, set[str]] | None = None) -> str:
+    """A table of pooled cells; ``marks`` (row -> columns) get the flag marker."""
+    marks = marks or {}
     lines = [f"### {title}", "", "| row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(r.get(c), signed) for c in cols) + " |")
+        cells = [_fmt(r.get(c), signed) + (f" {controls.FLAG}" if c in marks.get(name, ()) else "") for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -473,10 +484,16 @@ def build_report(
     deltas = _deltas(groups, vals, cols, baselines or {})
 
     ivals = _intervals(score_files)
-    md = "# JARVIS reproduction: results\n\n" + _partial_note(ivals) + _markdown("Scores", rows, cols)
+    checks = _controls(score_files, groups)
+    flagged = frozenset((f["run"], f["benchmark"]) for f in checks["answer_flags"])
+    marks = {g: {b for e in members for r, b in flagged if r == e} for g, members in groups.items()}
+    md = "# JARVIS reproduction: results\n\n" + _partial_note(ivals) + _markdown("Scores", rows, cols, marks=marks)
     if deltas:
         md += "\n" + _markdown("Deltas against baselines (paired over seeds)", deltas, cols, signed=True)
-    md += "\n" + _run_markdown(vals, ivals, cols)
+    md += "\n" + _qtypes_markdown(checks["question_types"])
+    md += "\n" + controls.flags_markdown(checks["answer_flags"], sum(len(d) for d in checks["answer_distribution"]
+                                                                      .values()))
+    md += "\n" + _run_markdown(vals, ivals, cols, flagged)
     sweep_files: dict[str, Path] = {}
     for name, variants in (sweeps or {}).items():
         srows = {f"{label}": rows[v] for v, label in variants if v in rows}
@@ -507,10 +524,44 @@ def build_report(
         "seed_groups": groups,
         "runs": ivals,
         "partial": sorted(f"{run}/{b}" for run, bs in ivals.items() for b, iv in bs.items() if iv.get("partial")),
+        "blind_rows": [r for r in rows if r.endswith(controls.BLIND_SUFFIX)],
+        **checks,
         "files": {k: str(v) for k, v in files.items()},
     }
     write_bytes_atomic(files["summary"], json.dumps(_no_nan(summary), indent=2, allow_nan=False).encode())
     return summary
+
+
+# --------------------------------------------------------------------------------------------- controls
+def _arm_seed(run: str) -> tuple[str, str]:
+    m = SEED_PATTERN.match(run)
+    return (m.group("group"), m.group("seed")) if m else (run, "—")
+
+
+def _controls(score_files: Mapping[tuple[str, str], str | Path], groups: dict[str, list[str]]) -> dict[str, Any]:
+    """Question types per run and per row (mean ± CI over seeds) with the chance row, answer distributions and
+    their flags (jarvis.report_controls)."""
+    per_run: dict[str, dict[str, dict[str, Any]]] = {}
+    for (run, bench), path in score_files.items():
+        per_run.setdefault(run, {})[bench] = _read_scores(Path(path))
+    types = {run: controls.run_types(b) for run, b in per_run.items()}
+    present = {t for r in types.values() for t in r}
+    order = {t: i for i, t in enumerate(QTYPE_ORDER)}
+    cols = sorted(present, key=lambda t: (order.get(t.removesuffix(controls.OPEN), len(order)), t))
+    rows = {g: {t: _cell([types[e][t]["accuracy"] for e in members]) for t in cols
+                if all(t in types.get(e, {}) for e in members)} for g, members in groups.items()}
+    dists = {run: {b: s["answer_distribution"] for b, s in benches.items() if "answer_distribution" in s}
+             for run, benches in per_run.items()}
+    return {"question_types": {"columns": cols, "rows": rows, "chance": controls.chance_row(types), "runs": types},
+            "answer_distribution": dists, "answer_flags": controls.answer_flags(dists, _arm_seed)}
+
+
+def _qtypes_markdown(qt: Mapping[str, Any]) -> str:
+    cols = qt["columns"]
+    if not cols:
+        return "### Question types\n\nNo scores file carries question types.\n"
+    chance = {t: {"mean": v, "ci95": float("nan"), "n": 1} for t, v in qt["chance"].items() if v is not None}
+    return _markdown("Question types", {**qt["rows"], "chance": chance}, cols) + "\n" + controls.QTYPES_NOTE
 
 
 # --------------------------------------------------------------------------------------------- DVC's views

@@ -1,5 +1,9 @@
 """Stage `report`: the arms x benchmarks table over seeds (CSV + Markdown, paired deltas against baselines, per-run
-Wilson intervals), a section per selected sweep, and plots. Everything it reads is in its plan (ReportSpec)."""
+Wilson intervals), a section per selected sweep, and plots. Everything it reads is in its plan (ReportSpec).
+
+With ``evaluation.blind`` each arm also has a ``<arm> (blind)`` row from its blank-image evaluation, pooled over the
+same seeds; deltas stay between trained arms (the baselines of params.yaml). In MLflow its means are
+``blind/<arm>/<column>``."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import time
 from typing import Any
 
 from jarvis.plan import ReportSpec, StagePlan
+from jarvis.report_controls import BLIND_SUFFIX, blind_row
 
 
 def run_key(arm: str, seed: int) -> str:
@@ -18,12 +23,14 @@ def run(plan: StagePlan) -> dict[str, Any]:
     from jarvis.tracking import plan_run as stage_run
 
     spec: ReportSpec = plan.spec
-    missing = [str(p) for *_, p in spec.score_files if not p.is_file()]
+    missing = [str(p) for *_, p in (*spec.score_files, *spec.blind_files) if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"report: missing scores files: {missing}")
     scores = {(run_key(a, s), b): p for a, s, b, p in spec.score_files}
+    scores.update({(run_key(blind_row(a), s), b): p for a, s, b, p in spec.blind_files})
     histories = {run_key(a, s): p for a, s, p in spec.histories}
-    groups = {a: [run_key(a, s) for s in spec.seeds] for a in spec.arms}
+    rows = [r for a in spec.arms for r in ((a, blind_row(a)) if spec.blind_files else (a,))]  # arm, then its blind
+    groups = {r: [run_key(r, s) for s in spec.seeds] for r in rows}
     t0 = time.perf_counter()
     with stage_run(plan) as (mlrun, _):
         on_figure = None
@@ -63,8 +70,9 @@ def _log_to_mlflow(summary: dict[str, Any]) -> None:
             half = cell["ci95"] if cell else None
             table.setdefault(f"{col} ±95%", []).append(half if isinstance(half, (int, float))
                                                         and not math.isnan(half) else None)
-            if not math.isnan(mean):
-                metrics[f"{arm}/{col}"] = mean
+            if not math.isnan(mean):  # MLflow refuses "(" in a key: a blind row's means go under blind/
+                name = f"blind/{arm.removesuffix(BLIND_SUFFIX)}" if arm.endswith(BLIND_SUFFIX) else arm
+                metrics[f"{name}/{col}"] = mean
     mlflow.log_table(table, artifact_file="report/table.json")
     if metrics:
         mlflow.log_metrics(metrics)
