@@ -223,3 +223,73 @@ def test_report_stage_refuses_missing_scores(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(FileNotFoundError, match="report: missing scores files"):
         stage.run(plan)
     assert not (tmp_path / "mlruns").exists()  # refused before any MLflow run opened
+
+
+def _controlled(path: Path, bench: str, overall: float, top: str, top_count: int, types: dict) -> Path:
+    """A scores file as the evaluate stage writes it: with question types and a 16-answer distribution."""
+    dist = {"top_answer": top, "top_share": top_count / 16, "n": 16, "distinct": 2, "flagged": top_count >= 15}
+    return _scores(path, bench, overall, question_types=types, answer_distribution=dist)
+
+
+def _types(presence: tuple[int, int], colour: tuple[int, int] | None = None) -> dict:
+    out = {"presence": {"correct": presence[0], "total": presence[1], "accuracy": 100 * presence[0] / presence[1],
+                        "chance": 50.0}}
+    if colour:
+        out["colour (open)"] = {"correct": colour[0], "total": colour[1], "accuracy": 100 * colour[0] / colour[1],
+                                "chance": None}
+    return out
+
+
+def test_blind_rows_question_types_and_answer_flags(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Issue 12: a run answering "yes" to 15 of 16 POPE questions is flagged; 14 of 16 (87.5 %) is not.
+    files = {
+        ("llava__s1", "pope"): _controlled(tmp_path / "a.json", "pope", 75.0, "yes", 15, _types((12, 16))),
+        ("llava__s2", "pope"): _controlled(tmp_path / "b.json", "pope", 62.5, "yes", 14, _types((10, 16))),
+        ("llava__s1", "gqa"): _controlled(tmp_path / "c.json", "gqa", 40.0, "red", 4, _types((3, 4), (1, 4))),
+        ("llava__s2", "gqa"): _controlled(tmp_path / "d.json", "gqa", 30.0, "red", 4, _types((2, 4), (2, 4))),
+        ("llava (blind)__s1", "pope"): _controlled(tmp_path / "e.json", "pope", 50.0, "yes", 16, _types((8, 16))),
+        ("llava (blind)__s2", "pope"): _controlled(tmp_path / "f.json", "pope", 56.25, "no", 9, _types((9, 16))),
+    }
+    out = tmp_path / "report"
+    with caplog.at_level("WARNING", logger="jarvis.report_controls"):
+        summary = build_report(files, {}, out)
+    rows = summary["rows"]
+    assert summary["blind_rows"] == ["llava (blind)"] and rows["llava (blind)"]["pope"]["values"] == [50.0, 56.25]
+    # blind pope: mean 53.125; s = 4.41942; CI = 12.7062047 * 4.41942 / sqrt(2) = 39.7069
+    assert rows["llava (blind)"]["pope"]["ci95"] == pytest.approx(12.706204736174707 * 3.125, rel=1e-9)
+    assert summary["deltas"] == {}  # no baselines given: a blind row is never a delta by itself
+
+    # question types pooled over benchmarks, then seeds: llava presence s1 (12+3)/20 = 75 %, s2 (10+2)/20 = 60 %
+    qt = summary["question_types"]
+    assert qt["columns"] == ["presence", "colour (open)"]
+    assert qt["rows"]["llava"]["presence"]["values"] == [75.0, 60.0]
+    assert qt["rows"]["llava"]["presence"]["ci95"] == pytest.approx(12.706204736174707 * 7.5, rel=1e-9)
+    assert qt["rows"]["llava"]["colour (open)"]["values"] == [25.0, 50.0]
+    assert "colour (open)" not in qt["rows"]["llava (blind)"]  # gqa not run blind here
+    assert qt["chance"] == {"presence": 50.0, "colour (open)": None}
+
+    flags = summary["answer_flags"]
+    assert flags == [{"run": "llava (blind)__s1", "arm": "llava (blind)", "seed": "1", "benchmark": "pope",
+                      "answer": "yes", "share": 1.0, "n": 16},
+                     {"run": "llava__s1", "arm": "llava", "seed": "1", "benchmark": "pope", "answer": "yes",
+                      "share": 0.9375, "n": 16}]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("llava seed 1 pope: 'yes' is 93.8% of 16 answers" in w for w in warnings), warnings
+    assert not any("seed 2" in w for w in warnings)
+
+    md = (out / "table.md").read_text()
+    assert "| llava | 68.75 ± 79.41 ⚠ | 35.00 ± 63.53 | 68.75 ± 79.41 |" in md  # a flagged run's pooled cell
+    assert "| llava (blind) | 53.12 ± 39.71 ⚠ | — | 53.12 ± 39.71 |" in md
+    assert "- ⚠ llava seed 1, pope: 'yes' is 93.8 % of 16 answers" in md and "llava seed 2, pope" not in md
+    assert "| llava__s1 | 75.00 n=0 ⚠ | 40.00 n=0 |" in md and "| llava__s2 | 62.50 n=0 | 30.00 n=0 |" in md
+    assert "### Question types" in md and "| chance | 50.00 | — |" in md and "(open)` types" in md
+    with open(out / "table.csv", newline="") as fh:
+        assert [r["row"] for r in csv.DictReader(fh)] == ["llava (blind)", "llava"]
+
+
+def test_no_flags_says_so(tmp_path: Path) -> None:
+    files = {("a__s1", "pope"): _controlled(tmp_path / "a.json", "pope", 50.0, "yes", 14, _types((8, 16)))}
+    summary = build_report(files, {}, tmp_path / "report")
+    md = (tmp_path / "report" / "table.md").read_text()
+    assert summary["answer_flags"] == [] and md.count("⚠") == 1  # the Flags section's legend only
+    assert "None of the 1 (run, benchmark) answer sets is flagged." in md
