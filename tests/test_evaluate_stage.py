@@ -109,3 +109,48 @@ def _results_one(root: Path, bench: str) -> tuple[str, dict]:
     scores = json.loads((d / "scores.json").read_text())
     scores.pop("eval_wall_s")
     return (d / "answers.jsonl").read_text(), scores
+
+
+def test_blind_evaluation_differs_only_in_the_image(project) -> None:
+    """evaluation.blind (issue 12): the same loaded model and batching answer each benchmark again into eval_blind/,
+    every image replaced by a solid one of the tower's mean colour and the image's size; the blind answers equal
+    those of the plain path given hand-blanked questions, and MLflow keeps them under blind/."""
+    from dataclasses import replace
+
+    from mlflow import MlflowClient
+    from PIL import Image
+
+    from jarvis.eval.benchmarks import load_questions
+    from jarvis.stages import evaluate
+    from jarvis.stages.common import image_transform
+
+    root, resolver = project
+    plan = resolver.evaluate("jarvis", 0)
+    assert plan.spec.blind_summary == Path("runs/jarvis/s0/eval_blind/scores.json")
+    evaluate.run(plan)
+    model, tok = evaluate.load_checkpoint(plan.spec.checkpoint)
+    fill = tuple(int(m * 255) for m in model.vision_tower.image_mean)
+    blind_summary = json.loads((root / "runs/jarvis/s0/eval_blind/scores.json").read_text())
+    for bench in plan.spec.benchmarks:
+        real = [json.loads(x) for x in (root / bench.answers).read_text().splitlines()]
+        blind = [json.loads(x) for x in (root / bench.blind.answers).read_text().splitlines()]
+        assert [{k: v for k, v in r.items() if k != "answer"} for r in blind] == [
+            {k: v for k, v in r.items() if k != "answer"} for r in real]  # same questions, ids, ground truth
+        questions = list(load_questions(bench.name, bench.bench_root))
+        blanked = [replace(q, image=Image.new("RGB", q.load_image().size, fill)) for q in questions]
+        expected = evaluate.generate_answers(model, tok, blanked, plan.spec.batch_size, bench.max_new_tokens)
+        assert [r["answer"] for r in blind] == expected, bench.name
+        # the pixels the model saw did change: the padded blank is one colour, the real image is not
+        transform = image_transform(model.vision_tower, "pad")
+        real_px, blank_px = transform(questions[0].load_image()), transform(blanked[0].load_image())
+        assert not torch.equal(real_px, blank_px) and torch.equal(blank_px, blank_px[:, :1, :1].expand_as(blank_px))
+        scores = json.loads((root / bench.blind.scores).read_text())
+        assert blind_summary["benchmarks"][bench.name] == scores["overall"]
+        assert scores["answer_distribution"]["n"] == len(blind) and "question_types" in scores
+
+    runs = [r for e in MlflowClient().search_experiments() for r in MlflowClient().search_runs([e.experiment_id])]
+    (metrics,) = [r.data.metrics for r in runs if r.data.tags["jarvis.stage_id"] == "evaluate-jarvis-s0"]
+    for bench in plan.spec.benchmarks:
+        assert metrics[bench.name] == json.loads((root / bench.scores).read_text())["overall"]
+        assert metrics[f"blind/{bench.name}"] == json.loads((root / bench.blind.scores).read_text())["overall"]
+    assert metrics["blind/n_questions"] == 12 and "blind/group/General" in metrics
