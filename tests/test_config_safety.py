@@ -245,6 +245,8 @@ CASES = [
     ("training.tiny.pretrain.trainable", ["projector", "projector"], "training.tiny.pretrain.trainable"),
     ("training.tiny.pretrain.trainable", ["projector", "vision"], "training.tiny.pretrain.use_feature_cache"),
     ("evaluation.limit", 0, "evaluation.limit"),
+    ("evaluation.blind", "sometimes", "evaluation.blind"),
+    ("evaluation.blind", 2, "evaluation.blind"),
     # OneCycleLR divided by zero at 20 steps (a traceback once stage 0 started); fewer: a negative warm-up
     ("llms.tiny_llama.text_pretrain.steps", 20, "llms.tiny_llama.text_pretrain.steps"),
     ("llms.tiny_llama.text_pretrain.steps", 5, "llms.tiny_llama.text_pretrain.steps"),
