@@ -293,3 +293,18 @@ def test_no_flags_says_so(tmp_path: Path) -> None:
     md = (tmp_path / "report" / "table.md").read_text()
     assert summary["answer_flags"] == [] and md.count("⚠") == 1  # the Flags section's legend only
     assert "None of the 1 (run, benchmark) answer sets is flagged." in md
+
+
+def test_blind_rows_are_logged_under_blind_in_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # MLflow refuses "(" in a metric key: "llava (blind)" means go to blind/llava/<column>.
+    import mlflow
+
+    from jarvis.stages.report import _log_to_mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    cell = {"mean": 60.0, "ci95": float("nan"), "n": 1, "values": [60.0]}
+    summary = {"columns": ["pope"], "rows": {"llava": {"pope": cell}, "llava (blind)": {"pope": {**cell, "mean": 50.0}}}}
+    with mlflow.start_run() as run:
+        _log_to_mlflow(summary)
+    metrics = mlflow.MlflowClient().get_run(run.info.run_id).data.metrics
+    assert metrics == {"llava/pope": 60.0, "blind/llava/pope": 50.0}
