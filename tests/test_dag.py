@@ -102,7 +102,8 @@ def test_paper_configuration_requests_real_cluster_resources(root):
     assert launcher(stages["pretrain-jarvis_vicuna7b-s0"]).startswith("srun --ntasks-per-node=1")
     ev = slurm_resources(stages["evaluate-jarvis_vicuna7b-s0"])
     assert ev["gpu"] == 1 and "nodes" not in ev and launcher(stages["evaluate-jarvis_vicuna7b-s0"]) == ""
-    assert ev["runtime"] == 90 * len(raw["run"]["benchmarks"])  # minutes per benchmark, one job for them all
+    # minutes per benchmark, one job for them all, twice with evaluation.blind
+    assert ev["runtime"] == 90 * len(raw["run"]["benchmarks"]) * (2 if raw["evaluation"]["blind"] else 1)
     # the paper rows share the CLIP feature cache between the LLaVA and JARVIS arms only when towers match
     assert "cache_features-llava15-clip_l336" in stages and "cache_features-llava15-clip_l336-dinov2_l" in stages
 

@@ -548,7 +548,8 @@ class Resolver:
         outs = tuple(_p(f) for b in benches for f in (b.answers, b.scores))
         outs += tuple(_p(f) for b in benches if b.blind is not None for f in (b.blind.answers, b.blind.scores))
         resources = self._resources(self.params.experiments[exp].training, "evaluate")
-        resources["runtime"] *= len(benches)  # params give minutes per benchmark; one job answers them all
+        # params give minutes per benchmark; one job answers them all, twice with the blind control
+        resources["runtime"] *= len(benches) * (2 if blind else 1)
         return self._finish(log, id=sid, kind="evaluate", argv=argv,
                             run_name=f"{exp}/s{seed}/evaluate" + ("".join(f"-{b}" for b in names) if adhoc else ""),
                             inputs=(_p(paths.dataset_dir(data)), _p(ckpt)), outs=outs,
