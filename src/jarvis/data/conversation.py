@@ -8,6 +8,16 @@ turns whose mask comes back all zero raises, instead of training on loss 0 the w
 Image placeholder handling follows the reference's stage-2 preprocessing: in a human turn containing ``<image>`` the
 token is removed and re-prefixed as ``<image>\\n`` (benchmarks-spec §5.3); evaluation prompts prepend ``<image>\\n``
 as the Cambrian harness does (benchmarks-spec §1).
+
+Supervision starts where the *generation prompt* ends. Templates put a separator between the assistant role and its
+answer (vicuna's ``ASSISTANT: {a}``, mistral's ``[/INST] {a}``) that the generation prompt of evaluation leaves out
+(``ASSISTANT:``, as LLaVA and the Cambrian harness render it). With SentencePiece the space goes into the answer's
+first token (``▁Yes``); a byte-level BPE trained on a small corpus often has ``ĠYes`` but not ``ĠPurple`` and emits
+the space as a token of its own, outside the generation block. That token was unsupervised, so at evaluation, right
+after ``ASSISTANT:``, the model had never been trained to start such an answer: every answer whose first word the
+tokenizer does not merge with the space was out of reach (issue 12: the image-reaches-the-logits test found it).
+Such whitespace tokens between the generation prompt and the answer are supervised now; answers whose first token
+already carries the space are encoded exactly as before.
 """
 
 from __future__ import annotations
@@ -132,12 +142,47 @@ def encode_conversation(
         raise ValueError(
             f"{where}{n_text} {image_token!r} in the text but {n_ids} image ids after tokenisation"
         )
+    mask = _supervise_answer_gap(tokenizer, ids, mask)
     labels = [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]
     if max_length is not None and len(ids) > max_length:
         if img_id in ids[max_length:]:
             raise ValueError(f"{where}max_length={max_length} would cut the image token")
         ids, labels = ids[:max_length], labels[:max_length]
     return ids, labels
+
+
+_GAPS: dict[str, str] = {}
+
+
+def answer_gap(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The text a template puts between its generation prompt and an answer (vicuna: ``" "``; qwen2: ``""``).
+
+    Rendered once per template: a one-turn conversation against its generation prompt. A template whose rendered
+    conversation does not start with its generation prompt, or puts anything but whitespace in between, is refused:
+    evaluation could not reproduce the context the model was trained in."""
+    template = tokenizer.chat_template
+    if template not in _GAPS:
+        user = [{"role": "user", "content": "q"}]
+        prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        whole = tokenizer.apply_chat_template([*user, {"role": "assistant", "content": "a"}], tokenize=False)
+        cut = whole.find("a", len(prompt))
+        gap = whole[len(prompt):cut] if whole.startswith(prompt) and cut >= 0 else None
+        if gap is None or gap.strip():
+            raise ValueError(f"chat template: the generation prompt {prompt[-40:]!r} is not followed by the answer "
+                             f"(up to whitespace) in a rendered conversation {whole[-60:]!r}")
+        _GAPS[template] = gap
+    return _GAPS[template]
+
+
+def _supervise_answer_gap(tokenizer: PreTrainedTokenizerBase, ids: list[int], mask: list[int]) -> list[int]:
+    """Mark the whitespace-only tokens right before each assistant span, when the template's gap is whitespace."""
+    if not answer_gap(tokenizer):
+        return mask
+    out = list(mask)
+    for i in range(len(ids) - 1, 0, -1):
+        if out[i] and not out[i - 1] and tokenizer.decode([ids[i - 1]]).isspace():
+            out[i - 1] = 1  # the separator token the generation prompt leaves out: the model must emit it
+    return out
 
 
 def build_prompt(
