@@ -53,7 +53,8 @@ def test_all_outputs_exist_and_report_matches_scores(project: Path) -> None:
                     "README.md", "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
                     "processor_config.json", "tokenizer.json", "tokenizer_config.json"], exp
             for b in benches:
-                assert (project / "runs" / exp / f"s{seed}" / "eval" / b / "answers.jsonl").is_file()
+                for kind in ("eval", "eval_blind"):  # each model answers again with blank images (issue 12)
+                    assert (project / "runs" / exp / f"s{seed}" / kind / b / "answers.jsonl").is_file()
     for root in ("data", "models", "features", "runs"):
         assert not list((project / root).glob("**/.snakemake_timestamp")), root
     jarvis = json.loads((project / "runs/jarvis/s0/pretrain/metrics.json").read_text())
@@ -68,13 +69,14 @@ def test_all_outputs_exist_and_report_matches_scores(project: Path) -> None:
     assert fine["data/truncation/samples"] > 0 and 0 < fine["data/truncation/fraction"] <= 0.25
     with (project / "reports/table.csv").open() as fh:
         rows = {r["row"]: r for r in csv.DictReader(fh)}
-    assert set(rows) == set(EXPERIMENTS)
+    assert set(rows) == {*EXPERIMENTS, *(f"{e} (blind)" for e in EXPERIMENTS)}
     for exp in EXPERIMENTS:
-        for b in benches:
-            overall = [json.loads((project / "runs" / exp / f"s{s}" / "eval" / b / "scores.json").read_text())[
-                "overall"] for s in SEEDS]
-            assert float(rows[exp][b]) == pytest.approx(sum(overall) / len(overall), abs=1e-6), (exp, b)
-            assert int(rows[exp][f"{b}_n"]) == len(SEEDS)
+        for row, kind in ((exp, "eval"), (f"{exp} (blind)", "eval_blind")):
+            for b in benches:
+                overall = [json.loads((project / "runs" / exp / f"s{s}" / kind / b / "scores.json").read_text())[
+                    "overall"] for s in SEEDS]
+                assert float(rows[row][b]) == pytest.approx(sum(overall) / len(overall), abs=1e-6), (row, b)
+                assert int(rows[row][f"{b}_n"]) == len(SEEDS)
     for png in ("loss_curves.png", "scores.png"):
         assert (project / "reports" / png).stat().st_size > 5000
 
@@ -117,7 +119,8 @@ def test_after_snakemake_dvc_has_nothing_to_do(project: Path) -> None:
     assert {f"reports/arms/{e}.json" for e in EXPERIMENTS} <= files  # one short row per arm
     arm = shown[next(iter(shown))]["data"]["reports/arms/jarvis.json"]["data"]
     assert arm["n_seeds"] == len(SEEDS) and set(_benchmarks(project)) <= set(arm)
-    assert len(files) <= len(EXPERIMENTS) * (len(SEEDS) + 1)  # not every stage's metrics.json
+    assert "runs/jarvis/s0/eval_blind/scores.json" in files  # and its blind twin
+    assert len(files) <= len(EXPERIMENTS) * (2 * len(SEEDS) + 1)  # not every stage's metrics.json
 
 
 def test_dvc_plots_show_renders_curves_bars_and_figures(project: Path, tmp_path: Path) -> None:
