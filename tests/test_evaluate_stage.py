@@ -114,7 +114,8 @@ def _results_one(root: Path, bench: str) -> tuple[str, dict]:
 def test_blind_evaluation_differs_only_in_the_image(project) -> None:
     """evaluation.blind (issue 12): the same loaded model and batching answer each benchmark again into eval_blind/,
     every image replaced by a solid one of the tower's mean colour and the image's size; the blind answers equal
-    those of the plain path given hand-blanked questions, and MLflow keeps them under blind/."""
+    those of the plain path given hand-blanked questions; the run's MLflow metrics stay the arm's own (the report
+logs the blind rows)."""
     from dataclasses import replace
 
     from mlflow import MlflowClient
@@ -152,5 +153,4 @@ def test_blind_evaluation_differs_only_in_the_image(project) -> None:
     (metrics,) = [r.data.metrics for r in runs if r.data.tags["jarvis.stage_id"] == "evaluate-jarvis-s0"]
     for bench in plan.spec.benchmarks:
         assert metrics[bench.name] == json.loads((root / bench.scores).read_text())["overall"]
-        assert metrics[f"blind/{bench.name}"] == json.loads((root / bench.blind.scores).read_text())["overall"]
-    assert metrics["blind/n_questions"] == 12 and "blind/group/General" in metrics
+    assert not [k for k in metrics if k.startswith("blind")]  # the compare view's rows are the arm's own numbers

@@ -12,8 +12,10 @@ Controls (issue 12), written by this stage and not by the Cambrian-compatible sc
 are: each scores.json also carries ``question_types`` (accuracy per question type next to its chance level,
 jarvis.eval.qtypes) and ``answer_distribution`` (the share of the most common answer; a WARNING at >= 90 %,
 jarvis.eval.controls). With ``evaluation.blind`` the same model, with the same batching, answers every benchmark a
-second time with blank images (the tower's mean colour at each image's size) into ``eval_blind/``; its MLflow keys
-carry a ``blind/`` prefix so they never mix with the real ones.
+second time with blank images (the tower's mean colour at each image's size) into ``eval_blind/``. The blind numbers
+stay out of this run's MLflow metrics: MLflow's compare view shows some 17 metric rows, and the arms' own headline
+numbers must be the ones it shows; the report run logs each blind row (``blind/<arm>/<column>``) and DVC tracks
+``eval_blind/scores.json`` as a metric.
 
 Prompts are built as the Cambrian harness builds them: ``<image>\\n{question}\\n{extension}`` through the
 checkpoint's chat template, images padded to a square with the tower's mean colour. Unlike the harness (batch 1),
@@ -186,7 +188,6 @@ def run(plan: StagePlan) -> dict[str, Any]:
         blind = _blind(model, tokenizer, spec)
         if mlrun is not None:
             tracking.log_final_metrics(metrics, prefix="")
-            tracking.log_final_metrics(blind, prefix="blind/")
         log.info("%s: %d benchmarks, %d questions in %.1f s (checkpoint load %.1f s)", plan.id, len(all_scores),
                  summary["n_questions"], summary["eval_wall_s"], load_s)
     groups = {f"group/{g}": metrics[f"group/{g}"] for g in summary["groups"]}
@@ -197,7 +198,7 @@ def run(plan: StagePlan) -> dict[str, Any]:
 
 def _blind(model: Any, tokenizer: Any, spec: EvalSpec) -> dict[str, float]:
     """The blank-image twin of every benchmark that has one (evaluation.blind), its summary, its metric keys
-    (unprefixed; the caller logs them under ``blind/``). ``{}`` when blind evaluation is off."""
+    (unprefixed; the CLI prints them under ``blind/``). ``{}`` when blind evaluation is off."""
     twins = [b for b in spec.benchmarks if b.blind is not None]
     if not twins:
         return {}
