@@ -111,9 +111,13 @@ def history_file(exp: str, seed: int, stage: str) -> Path:
     return run_dir(exp, seed, stage) / "history.jsonl"
 
 
+def eval_root(exp: str, seed: int, blind: bool = False) -> Path:
+    """An evaluation's directory; ``blind``: the same model answering with blank images (issue 12's control)."""
+    return run_dir(exp, seed, "eval_blind" if blind else "eval")
+
+
 def eval_dir(exp: str, seed: int, bench: str, blind: bool = False) -> Path:
-    """One benchmark's results; ``blind``: the same model answering with blank images (issue 12's control)."""
-    return run_dir(exp, seed, "eval_blind" if blind else "eval") / check_component(bench, "benchmark")
+    return eval_root(exp, seed, blind) / check_component(bench, "benchmark")
 
 
 def answers_file(exp: str, seed: int, bench: str, blind: bool = False) -> Path:
@@ -126,7 +130,7 @@ def scores_file(exp: str, seed: int, bench: str, blind: bool = False) -> Path:
 
 def eval_summary_file(exp: str, seed: int, blind: bool = False) -> Path:
     """Every benchmark's overall and the group averages of one (experiment, seed) evaluation."""
-    return run_dir(exp, seed, "eval_blind" if blind else "eval") / "scores.json"
+    return eval_root(exp, seed, blind) / "scores.json"
 
 
 def reports_dir() -> Path:

@@ -163,18 +163,25 @@ def run_interval(scores: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _intervals(score_files: Mapping[tuple[str, str], str | Path]) -> dict[str, dict[str, dict[str, Any]]]:
+Loaded = Mapping[tuple[str, str], tuple[Path, dict[str, Any]]]  # (experiment, benchmark) -> (file, its scores)
+
+
+def _load(score_files: Mapping[tuple[str, str], str | Path]) -> dict[tuple[str, str], tuple[Path, dict[str, Any]]]:
+    """Every scores file read (strictly) once; the tables, intervals and controls all reduce these."""
+    return {key: (Path(path), _read_scores(Path(path))) for key, path in score_files.items()}
+
+
+def _intervals(loaded: Loaded) -> dict[str, dict[str, dict[str, Any]]]:
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for (exp, bench), path in score_files.items():
-        out.setdefault(exp, {})[bench] = run_interval(_read_scores(Path(path)))
+    for (exp, bench), (_, s) in loaded.items():
+        out.setdefault(exp, {})[bench] = run_interval(s)
     return out
 
 
-def _values(score_files: Mapping[tuple[str, str], str | Path]) -> dict[str, dict[str, float]]:
+def _values(loaded: Loaded) -> dict[str, dict[str, float]]:
     """experiment -> benchmark -> overall, with the derived CV-Bench columns."""
     vals: dict[str, dict[str, float]] = {}
-    for (exp, bench), path in score_files.items():
-        s = _read_scores(Path(path))
+    for (exp, bench), (path, s) in loaded.items():
         if s.get("benchmark", bench) != bench:
             raise ValueError(f"{path}: scores for {s['benchmark']!r} filed under benchmark {bench!r}")
         row = vals.setdefault(exp, {})
@@ -468,7 +475,8 @@ def build_report(
     if not score_files:
         raise ValueError("build_report: no score files")
     out = Path(out_dir)
-    vals = _values(score_files)
+    loaded = _load(score_files)
+    vals = _values(loaded)
     used = _add_groups(vals)
     present = {c for r in vals.values() for c in r}
     cols = (
@@ -483,8 +491,8 @@ def build_report(
     }
     deltas = _deltas(groups, vals, cols, baselines or {})
 
-    ivals = _intervals(score_files)
-    checks = _controls(score_files, groups)
+    ivals = _intervals(loaded)
+    checks = _controls(loaded, groups)
     flagged = frozenset((f["run"], f["benchmark"]) for f in checks["answer_flags"])
     marks = {g: {b for e in members for r, b in flagged if r == e} for g, members in groups.items()}
     md = "# JARVIS reproduction: results\n\n" + _partial_note(ivals) + _markdown("Scores", rows, cols, marks=marks)
@@ -538,12 +546,12 @@ def _arm_seed(run: str) -> tuple[str, str]:
     return (m.group("group"), m.group("seed")) if m else (run, "—")
 
 
-def _controls(score_files: Mapping[tuple[str, str], str | Path], groups: dict[str, list[str]]) -> dict[str, Any]:
+def _controls(loaded: Loaded, groups: dict[str, list[str]]) -> dict[str, Any]:
     """Question types per run and per row (mean ± CI over seeds) with the chance row, answer distributions and
     their flags (jarvis.report_controls)."""
     per_run: dict[str, dict[str, dict[str, Any]]] = {}
-    for (run, bench), path in score_files.items():
-        per_run.setdefault(run, {})[bench] = _read_scores(Path(path))
+    for (run, bench), (_, s) in loaded.items():
+        per_run.setdefault(run, {})[bench] = s
     types = {run: controls.run_types(b) for run, b in per_run.items()}
     present = {t for r in types.values() for t in r}
     order = {t: i for i, t in enumerate(QTYPE_ORDER)}
