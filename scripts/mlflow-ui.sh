@@ -5,7 +5,9 @@
 #
 # Store: $MLFLOW_TRACKING_URI when it is a sqlite:/// URI, else sqlite:///<repo>/mlruns/mlflow.db (the store the
 # stages log to; an absolute path so jobs in any working directory share it, stack-facts §5).
-# Artifacts: $MLFLOW_ARTIFACT_ROOT, else an `artifacts/` folder next to the database (<repo>/mlruns/artifacts).
+# Artifacts: $MLFLOW_ARTIFACT_ROOT, else an `artifacts/` folder next to the database (<repo>/mlruns/artifacts), the
+# root for experiments created through the UI; the stages' experiments keep store-relative `jarvis-store:` locations,
+# so a copied store (database + artifacts/) serves its artifacts from wherever it now lives.
 #
 # The server binds 127.0.0.1 (MLflow's host-header middleware expects localhost, stack-facts §5); reach it from
 # another machine through an SSH tunnel, as printed below. It runs in the foreground (exec): Ctrl-C stops it, and
@@ -45,6 +47,10 @@ mkdir -p -- "$artifacts"
 if [[ ! -s $db_abs ]]; then
     echo "mlflow-ui: note: $db_abs does not exist yet; MLflow creates an empty store" >&2
 fi
+
+# The server resolves store-relative `jarvis-store:` artifact locations (src/jarvis/artifact_store.py) against the
+# store it serves: it has no tracking URI of its own, so it reads this one.
+export MLFLOW_TRACKING_URI="$backend"
 
 # Offline machines: no anonymous usage reporting (harmless where the variables are not read).
 export MLFLOW_DISABLE_TELEMETRY="${MLFLOW_DISABLE_TELEMETRY:-true}"

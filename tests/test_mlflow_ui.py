@@ -82,3 +82,47 @@ def test_ui_lists_logged_runs(tmp_path: Path) -> None:
     # The port is free again.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.slow
+def test_a_copied_store_serves_its_artifacts_from_its_new_place(tmp_path: Path) -> None:
+    """Issue 10: artifact locations are relative to the store. A store written by jarvis.tracking is copied elsewhere
+    and the original deleted; the client lists and reads the artifacts there, and the UI over the copy shows one."""
+    import shutil
+
+    import mlflow
+
+    old = tmp_path / "old"
+    code = f"""
+import mlflow
+from pathlib import Path
+from jarvis import tracking
+root = Path({str(old)!r})
+exp_id = tracking.ensure_experiment({EXPERIMENT!r}, root)
+mlflow.set_tracking_uri(tracking.tracking_uri(root))
+with mlflow.start_run(experiment_id=exp_id, run_name="report") as run:
+    mlflow.log_text("stored beside the database", "report/note.txt")
+    mlflow.log_table({{"arm": ["llava", "jarvis"], "mmvp": [12.5, 25.0]}}, artifact_file="report/table.json")
+print(exp_id, run.info.run_id)
+"""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    res = subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120, capture_output=True,
+                         text=True)
+    exp_id, run_id = res.stdout.split()[-2:]
+    assert (old / "mlruns" / "artifacts").is_dir()
+    new = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(old / "mlruns", new)
+    shutil.rmtree(old)
+    uri = f"sqlite:///{new}/mlflow.db"
+
+    client = mlflow.MlflowClient(uri)
+    assert str(old) not in client.get_run(run_id).info.artifact_uri
+    assert sorted(f.path for f in client.list_artifacts(run_id, "report")) == ["report/note.txt", "report/table.json"]
+    local = client.download_artifacts(run_id, "report/note.txt", str(tmp_path))
+    assert Path(local).read_text() == "stored beside the database"
+
+    with mlflow_server(uri, tmp_path / "server.log") as (base, _pgid):
+        page = rendered_text(f"{base}/#/experiments/{exp_id}/runs/{run_id}/artifacts/report/note.txt",
+                             tmp_path / "chrome")
+    assert "table.json" in page and "stored beside the database" in page, page[:3000]

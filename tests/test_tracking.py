@@ -100,7 +100,36 @@ def test_init_store_creates_db_and_experiments_once(project: Path) -> None:
     assert tracking.init_store(["init_a", "init_b"]) == ids  # idempotent
     exp = _client(project).get_experiment(ids["init_a"])
     assert exp.name == "init_a"
-    assert exp.artifact_location == (project / "mlruns" / "artifacts" / "init_a").as_uri()
+    # store-relative (jarvis.artifact_store): no path of this machine is recorded
+    assert exp.artifact_location == "jarvis-store:artifacts/init_a"
+    assert str(project) not in exp.artifact_location
+
+
+def test_store_relative_locations_resolve_against_the_store_in_use(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    from jarvis import artifact_store
+
+    uri = "jarvis-store:artifacts/exp/run1/artifacts"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # registered through the installed entry point (pyproject.toml), resolved against the tracking URI MLflow passes
+    repo = get_artifact_repository(uri, tracking_uri=f"sqlite:///{tmp_path}/a/mlflow.db")
+    assert isinstance(repo, artifact_store.StoreArtifactRepository)
+    assert Path(repo.artifact_dir) == tmp_path / "a" / "artifacts" / "exp" / "run1" / "artifacts"
+    # ...or, in a process that has none (the UI server), against MLFLOW_TRACKING_URI
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/b/mlflow.db")
+    assert artifact_store.resolve(uri) == tmp_path / "b" / "artifacts" / "exp" / "run1" / "artifacts"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    with pytest.raises(RuntimeError, match="MLFLOW_TRACKING_URI=sqlite"):
+        artifact_store.resolve(uri)
+    for bad in ("../x", "/abs/x", ""):
+        with pytest.raises(ValueError, match="relative path inside the store"):
+            artifact_store.location(bad)
+    with pytest.raises(ValueError, match="relative path inside the store"):
+        artifact_store.resolve("jarvis-store:artifacts/../../etc", f"sqlite:///{tmp_path}/a/mlflow.db")
+    # a tracking server picks its own (proxied, location-independent) root
+    assert tracking.artifact_location("exp") is None
 
 
 def test_stage_run_logs_params_tags_and_resumes(fresh_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,8 @@
 """MLflow tracking: one store, one experiment per study, one run per stage (style.md §3.6).
 
 - Store: ``sqlite:///<project root>/mlruns/mlflow.db`` (absolute, so jobs in other working directories share it;
-  stack-facts §5), artifacts under ``<root>/mlruns/artifacts``. ``MLFLOW_TRACKING_URI`` overrides the store.
+  stack-facts §5), artifacts under ``<root>/mlruns/artifacts`` at store-relative ``jarvis-store:`` locations (the
+  store can be copied elsewhere; jarvis.artifact_store). ``MLFLOW_TRACKING_URI`` overrides the store.
   The file store is in maintenance mode in MLflow 3.17 and is not used.
 - Names and tags come from the stage plan (jarvis.plan): one MLflow experiment per study (``run.study``) holding
   every arm, seed, sweep variant and shared stage; run ``<experiment>/s<seed>/<stage>``; tags ``jarvis.stage_id``
@@ -61,8 +62,15 @@ def tracking_uri(root: Path | None = None) -> str:
     return f"sqlite:///{db}"  # sqlite:/// + absolute path = four slashes
 
 
-def artifact_location(experiment: str, root: Path | None = None) -> str:
-    return ((root or paths.root()).resolve() / "mlruns" / "artifacts" / experiment).as_uri()
+def artifact_location(experiment: str, root: Path | None = None) -> str | None:
+    """Where an experiment of ours keeps its artifacts: ``artifacts/<experiment>`` beside a SQLite store, as a
+    store-relative ``jarvis-store:`` location (jarvis.artifact_store), so the store can be copied elsewhere; a
+    tracking server (http/https URI) chooses its own, already location-independent, root (None)."""
+    if not tracking_uri(root).startswith("sqlite:///"):
+        return None
+    from jarvis import artifact_store
+
+    return artifact_store.location(f"artifacts/{experiment}")
 
 
 def experiment_name(experiment: str) -> str:
