@@ -147,12 +147,13 @@ def test_snakemake_report_embeds_the_comparison(project: Path, tmp_path: Path) -
 
 def test_mlflow_ui_shows_the_arms_side_by_side_in_a_browser(project: Path, tmp_path: Path) -> None:
     """A real `mlflow server` over the pipeline's store and a real headless Chromium: the compare view of the arms'
-    evaluation runs shows every benchmark score of every arm, and the study's runs table lists every arm."""
+    evaluation runs shows every benchmark score of every arm, the study's runs table lists every arm, and its chart view
+    overlays the arms' stage-1 loss_ntp and loss_jepa curves."""
     from urllib.parse import quote
 
     from mlflow import MlflowClient
 
-    from mlflow_browser import mlflow_server, rendered_text, shown
+    from mlflow_browser import mlflow_server, rendered_text, rendered_until, shown
 
     uri = f"sqlite:///{project}/mlruns/mlflow.db"
     client = MlflowClient(uri)
@@ -176,6 +177,19 @@ def test_mlflow_ui_shows_the_arms_side_by_side_in_a_browser(project: Path, tmp_p
         runs = rendered_text(f"{base}/#/experiments/{study.experiment_id}/runs", tmp_path / "chrome")
         for r in evals:
             assert r.info.run_name in runs, r.info.run_name
+        # The stage-1 curves of every arm and seed overlay in one chart each (the runs table's chart view, filtered to
+        # the pretrain runs): a line chart's legend names every run as "<run name> (<metric>)".
+        pre = client.search_runs([study.experiment_id], "tags.`jarvis.stage` = 'pretrain'")
+        legends = {f"{r.info.run_name} (loss_ntp)" for r in pre}
+        legends |= {f"{r.info.run_name} (loss_jepa)" for r in pre if "loss_jepa" in r.data.metrics}
+        assert any("(loss_jepa)" in x for x in legends)  # the JARVIS arm logged its JEPA curve
+        flt = quote("tags.`jarvis.stage` = 'pretrain'")
+        charts = rendered_until(f"{base}/#/experiments/{study.experiment_id}/runs?compareRunsMode=CHART"
+                                f"&searchFilter={flt}", tmp_path / "chrome-charts",
+                                lambda page: all(x in page for x in legends), budget_ms=60000, height=8000)
+        assert f"{len(pre)} matching runs" in charts, charts[:2000]
+        for x in sorted(legends):
+            assert x in charts, x
 
 
 def _set_override(project: Path, lr: float) -> None:
