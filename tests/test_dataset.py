@@ -31,6 +31,11 @@ def conv(q: str = "<image>\nDescribe the image.", a: str = "a red cube") -> list
 
 @pytest.fixture()
 def root(tmp_path):
+    return make_image_root(tmp_path)
+
+
+def make_image_root(tmp_path):
+    """Three good PNGs under img/00000/, a broken one, and a copy outside the image root."""
     img = tmp_path / "img"
     (img / "00000").mkdir(parents=True)
     for k in range(3):
@@ -218,6 +223,26 @@ def test_dataset_expands_image_and_loads_pixels(root, tok) -> None:
     assert ds[1]["id"] == "17"
     assert "pixel_values" not in ds[2] and int((ds[2]["input_ids"] == img_id).sum()) == 0
     assert ds.lengths[0] == len(s["input_ids"]) and ds.report["dropped"] == 0
+
+
+def test_each_sample_is_tokenised_once_and_items_equal_a_fresh_encoding(root, tok, monkeypatch) -> None:
+    import jarvis.data.dataset as dataset_mod
+    from jarvis.data.conversation import encode_conversation, expand_image_token
+
+    calls = []
+    monkeypatch.setattr(dataset_mod, "encode_conversation", lambda *a, **k: calls.append(1) or encode_conversation(
+        *a, **k))
+    ds = LlavaDataset(GOOD, tok, root / "img", num_image_tokens=4, transform=ImageTransform(8, "crop"))
+    assert len(calls) == len(GOOD)  # at construction: lengths, drops and truncation need the tokens
+    img_id = tok.convert_tokens_to_ids("<image>")
+    for i, s in enumerate(ds.samples):
+        ids, labels = encode_conversation(tok, s["conversations"], "<image>", None, s["id"])  # the naive path
+        ids, labels = expand_image_token(ids, labels, img_id, 4)
+        item = ds[i]
+        assert item["input_ids"].tolist() == ids and item["labels"].tolist() == labels
+    assert len(calls) == len(GOOD)  # ...and never again: __getitem__ expands the kept encoding
+    st = ds.stats
+    assert st["tokens/max"] == max(ds.lengths) and st["tokens/mean"] == sum(ds.lengths) / len(ds.lengths)
 
 
 def test_max_length_drops_when_image_span_would_be_cut(root, tok) -> None:

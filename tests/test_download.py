@@ -121,6 +121,11 @@ def test_tiny_llm_after_data_reloads_with_template_and_is_deterministic(project:
     data = download.run(_plan(params, "data", "synth"))
     assert data["n_pretrain"] == 8 and data["n_instruct"] == 8
     assert download.manifest(project / "data" / "synth")["kind"] == "synthetic"
+    # each corpus validated once, beside its annotations: every image checked, none bad
+    assert data["pretrain_images_checked"] == 8 and data["pretrain_image_problems"] == 0
+    for part, name in (("pretrain", "blip_laion_cc_sbu_558k.json"), ("instruct", "llava_v1_5_mix665k.json")):
+        checked = json.loads((project / "data" / "synth" / part / f"{name}.validated.json").read_text())
+        assert checked["image_problems"] == {} and checked["kept"] == checked["records"]
 
     metrics = download.run(_plan(params, "llm", "tiny_llama"))
     out = project / "models" / "llm" / "tiny_llama"
@@ -446,7 +451,11 @@ def test_hub_dataset_with_url_archives_lands_in_the_665k_layout(hf_cache: Path, 
 
     assert (out / "pretrain" / "00000" / "a.png").read_bytes() == b"png-a"
     assert sorted(p.name for p in (out / "pretrain").iterdir() if p.is_file()) == [
-        "blip_laion_cc_sbu_558k.json", "download.json"]  # only what params.yaml names; the zip stays in the cache
+        "blip_laion_cc_sbu_558k.json", "blip_laion_cc_sbu_558k.json.validated.json", "download.json"]
+    # only what params.yaml names, and its validation manifest; the zip stays in the cache. The manifest checked
+    # each image once: these test archives hold bytes, not PNGs, and the verdict says so before any stage runs.
+    checked = json.loads((out / "pretrain" / "blip_laion_cc_sbu_558k.json.validated.json").read_text())
+    assert set(checked["image_problems"].values()) == {"corrupt_image"}
     assert (ins / "llava_v1_5_mix665k.json").is_file() and not (ins / "llava_instruct_150k.json").exists()
     assert download.manifest(out / "pretrain")["extracted"] == 2
     assert download.manifest(out / "pretrain")["commit"] == SHA_A

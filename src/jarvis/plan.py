@@ -106,6 +106,8 @@ class DownloadSpec:
     # stage 0's drop / truncation thresholds: those of the text corpus's data set
     text_max_dropped_fraction: float | None = None
     text_max_truncated_fraction: float | None = None
+    # data: the corpora the download validates once (jarvis.data.manifest), where the training stages read them
+    corpora: tuple[Corpus, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -410,6 +412,8 @@ class Resolver:
             table = self.params.datasets
             entry = v.datasets[name].value() if name in table else None
             out = paths.dataset_dir(name)
+            if entry is not None:
+                extra["corpora"] = tuple(self._corpus(v, name, part) for part in ("pretrain", "instruct"))
         elif component == "llm":
             table = self.params.llms
             out = paths.llm_dir(name)

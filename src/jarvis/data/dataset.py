@@ -15,8 +15,9 @@ import hashlib
 import json
 import os
 import re
+from array import array
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,15 +148,16 @@ class TruncationLog:
 
 
 # --------------------------------------------------------------------------------------------- loading
-def load_records(path: str | os.PathLike[str], drops: DropLog | None = None) -> tuple[list[Any], int]:
+def load_records(path: str | os.PathLike[str], drops: DropLog | None = None,
+                 raw: bytes | None = None) -> tuple[list[Any], int]:
     """Read a JSON array (``.json``) or JSON lines (anything else). Returns (records, total).
 
     A bad JSONL line is dropped as ``bad_json`` (its id is ``line:<n>``); a bad JSON array file raises, since there is
-    no partial recovery from it.
+    no partial recovery from it. ``raw``: the file's bytes, when the caller already read them.
     """
     path = Path(path)
     drops = drops if drops is not None else DropLog()
-    raw = path.read_bytes()
+    raw = path.read_bytes() if raw is None else raw
     try:
         text = raw.decode("utf-8-sig")  # a leading BOM is not part of the first record
     except UnicodeDecodeError as e:
@@ -220,7 +222,19 @@ def _check_image(path: Path, decode: bool) -> str | None:
     return None
 
 
-def _record_problem(rec: Any, image_root: str | os.PathLike[str], decode: bool) -> str | None:
+def image_problem(image_root: str | os.PathLike[str], rel: str, decode: bool = True) -> str | None:
+    """None if the record's ``image`` string names a usable image under ``image_root``, else the drop reason."""
+    try:
+        path = safe_image_path(image_root, rel)
+    except ValueError:
+        return "unsafe_image_path"
+    return _check_image(path, decode)
+
+
+ImageCheck = Callable[[str], "str | None"]  # a record's ``image`` string -> drop reason or None
+
+
+def _record_problem(rec: Any, check_image: ImageCheck) -> str | None:
     if not isinstance(rec, dict) or not _valid_id(rec.get("id")):
         return "malformed_record"
     image = rec.get("image")
@@ -236,11 +250,7 @@ def _record_problem(rec: Any, image_root: str | os.PathLike[str], decode: bool) 
         return "image_token_mismatch"
     if not has_image:
         return None
-    try:
-        path = safe_image_path(image_root, image)
-    except ValueError:
-        return "unsafe_image_path"
-    return _check_image(path, decode)
+    return check_image(image)
 
 
 def _valid_id(sample_id: object) -> bool:
@@ -255,13 +265,21 @@ def validate_records(
     image_root: str | os.PathLike[str],
     drops: DropLog | None = None,
     decode_images: bool = True,
+    image_problems: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Keep the records that pass every check; count the others in ``drops`` by reason.
 
     Ids are compared as strings (the feature cache keys samples by ``str(id)``, so ``17`` and ``"17"`` collide):
     every occurrence after the first is dropped as ``duplicate_id`` and named in the report's examples.
+    ``image_problems``: the verdicts of a validation manifest (jarvis.data.manifest) for these very records, image
+    string -> reason for the bad ones; then no image file is opened (or even stat'ed) here.
     """
     drops = drops if drops is not None else DropLog()
+    if image_problems is None:
+        def check_image(rel: str) -> str | None:
+            return image_problem(image_root, rel, decode_images)
+    else:
+        check_image = image_problems.get
     kept, seen = [], set()
     for i, rec in enumerate(records):
         if isinstance(rec, dict) and _valid_id(rec.get("id")):
@@ -270,7 +288,7 @@ def validate_records(
                 drops.drop("duplicate_id", rec["id"])
                 continue
             seen.add(key)
-        reason = _record_problem(rec, image_root, decode_images)
+        reason = _record_problem(rec, check_image)
         if reason is None:
             kept.append(rec)
         else:
@@ -285,11 +303,21 @@ def load_and_validate(
     max_dropped_fraction: float,
     decode_images: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Load + validate one annotation file. Returns (kept samples, report); raises over the threshold."""
+    """Load + validate one annotation file. Returns (kept samples, report); raises over the threshold.
+
+    With a validation manifest beside the file (written by the download stage, jarvis.data.manifest) the images are
+    not opened again: its verdicts apply, after checking that the file is byte-for-byte the one it validated. The
+    records' own checks (ids, conversations, placeholders) run either way; they cost no I/O.
+    """
+    from jarvis.data import manifest
+
     drops = DropLog()
-    records, total = load_records(path, drops)
-    kept = validate_records(records, image_root, drops, decode_images)
+    raw = Path(path).read_bytes()
+    verdicts = manifest.verdicts(path, raw)
+    records, total = load_records(path, drops, raw)
+    kept = validate_records(records, image_root, drops, decode_images, image_problems=verdicts)
     report = drops.report(str(path), total, max_dropped_fraction)
+    report["images_checked"] = "manifest" if verdicts is not None else ("decoded" if decode_images else "header")
     if not kept:  # an empty file, or max_dropped_fraction 1.0 with everything dropped: nothing to train on
         raise ValueError(f"{path}: no usable sample among {total} records; drops {report['counts']}")
     return kept, report
@@ -551,8 +579,11 @@ class LlavaDataset(Dataset):
         drops, truncation = DropLog(), TruncationLog(max_length)
         self.samples: list[dict[str, Any]] = []
         self.lengths: list[int] = []  # expanded, truncated lengths (for length-grouped samplers)
+        # Each sample is tokenised once, here; __getitem__ expands the kept encoding (int32 arrays: 4 bytes a token).
+        self._encoded: list[tuple[array[int], array[int]]] = []
         for s in samples:
-            ids, labels = self._encode(s)
+            raw_ids, raw_labels = self._tokenise(s)
+            ids, labels = self._expand(raw_ids, raw_labels)
             reason = self._length_problem(ids, labels)
             if reason:
                 drops.drop(reason, s["id"])
@@ -561,6 +592,7 @@ class LlavaDataset(Dataset):
                 raise KeyError(f"sample {s['id']!r} has an image but no entry in the feature cache")
             truncation.add(s["id"], labels)
             self.samples.append(s)
+            self._encoded.append((array("i", raw_ids), array("i", raw_labels)))
             self.lengths.append(min(len(ids), max_length or len(ids)))
         self.report = drops.report("LlavaDataset", len(samples), max_dropped_fraction)
         if not self.samples:  # even under max_dropped_fraction 1.0: a stage with nothing to train on is no success
@@ -571,7 +603,8 @@ class LlavaDataset(Dataset):
     @property
     def stats(self) -> dict[str, float]:
         """Drop and truncation counts as flat numbers (metrics.json, MLflow): ``validation/...`` (the annotation
-        file, when ``validation_report`` was given), ``encode/...`` (this dataset's drops), ``truncation/...``."""
+        file, when ``validation_report`` was given), ``encode/...`` (this dataset's drops), ``truncation/...``,
+        ``tokens/...`` (sequence lengths: mean, p50, p95, max)."""
         out = drop_metrics(self.validation_report, "validation") if self.validation_report else {}
         out.update(drop_metrics(self.report, "encode"))
         t = self.truncation
@@ -584,13 +617,20 @@ class LlavaDataset(Dataset):
                 "truncation/fraction": float(t["truncated_fraction"]),
             }
         )
+        # token lengths as the model sees them (image span expanded, truncated at max_length): the sequence-length
+        # statistics of this corpus under this tokenizer, measured on the one tokenisation
+        n = sorted(self.lengths)
+        out.update({"tokens/mean": sum(n) / len(n), "tokens/p50": float(n[len(n) // 2]),
+                    "tokens/p95": float(n[min(len(n) - 1, (95 * len(n)) // 100)]), "tokens/max": float(n[-1])})
         return out
 
-    def _encode(self, s: dict[str, Any]) -> tuple[list[int], list[int]]:
-        ids, labels = encode_conversation(self.tokenizer, s["conversations"], self.image_token, None, s["id"])
-        ids, lab = expand_image_token(ids, labels, self.image_token_id, self.num_image_tokens)
+    def _tokenise(self, s: dict[str, Any]) -> tuple[list[int], list[int]]:
+        return encode_conversation(self.tokenizer, s["conversations"], self.image_token, None, s["id"])
+
+    def _expand(self, ids: Sequence[int], labels: Sequence[int]) -> tuple[list[int], list[int]]:
+        out, lab = expand_image_token(ids, labels, self.image_token_id, self.num_image_tokens)
         assert lab is not None
-        return ids, lab
+        return out, lab
 
     def _length_problem(self, ids: list[int], labels: list[int]) -> str | None:
         if self.max_length is None or len(ids) <= self.max_length:
@@ -606,7 +646,7 @@ class LlavaDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         s = self.samples[i]
-        ids, labels = self._encode(s)
+        ids, labels = self._expand(*self._encoded[i])
         if self.max_length is not None:
             ids, labels = ids[: self.max_length], labels[: self.max_length]
         out: dict[str, Any] = {

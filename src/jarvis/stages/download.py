@@ -131,8 +131,9 @@ def download_data(d: DownloadSpec, update_lock: bool = False, pin_checksums: boo
                                     seed=spec.seed, caption_spatial_rate=spec.caption_spatial_rate)
             counts.update(generate_general_benchmarks(tmp, n_per_benchmark=spec.n_general_per_benchmark,
                                                       image_size=spec.image_size, seed=spec.seed))
+            checks = _validate_corpora(d.corpora, lambda p: tmp / p.relative_to(out))
             write_json_atomic(tmp / MANIFEST, {"kind": "synthetic", "counts": counts})
-        return {f"n_{k}": v for k, v in counts.items()}
+        return {**{f"n_{k}": v for k, v in counts.items()}, **checks}
     from jarvis import fetch
 
     for part in ("pretrain", "instruct"):  # refuse an unverifiable archive before fetching anything
@@ -146,10 +147,29 @@ def download_data(d: DownloadSpec, update_lock: bool = False, pin_checksums: boo
             metrics[f"{part}_extracted"] = info["extracted"]
             if "url_archives" in info:
                 metrics[f"{part}_url_archive_files"] = sum(a["files"] for a in info["url_archives"].values())
+    metrics.update(_validate_corpora(d.corpora, lambda p: p, only_missing=True))
     for bench, ref in spec.benchmarks.items():
         if _hub_dataset(ref, out / bench, update_lock):
             metrics[f"benchmark_{bench}"] = 1
     return metrics
+
+
+def _validate_corpora(corpora: Any, where: Any, only_missing: bool = False) -> dict[str, Any]:
+    """Validate each corpus once (every image decoded) into its manifest beside the annotations, so that
+    cache-features and training open no image at start-up (jarvis.data.manifest). ``where`` maps a corpus path
+    to where it is now (the atomic build dir); ``only_missing``: keep the manifest of a corpus already in place."""
+    from jarvis.data import manifest
+
+    out: dict[str, Any] = {}
+    for c in corpora:
+        ann, root = where(c.annotations), where(c.image_root)
+        if only_missing and manifest.path_for(ann).is_file():
+            continue
+        info = manifest.build(ann, root)
+        part = c.annotations.parent.name
+        out.update({f"{part}_images_checked": info["images"], f"{part}_image_problems": len(info["image_problems"]),
+                    f"{part}_records_dropped": info["drops"]["dropped"]})
+    return out
 
 
 def download_llm(d: DownloadSpec, update_lock: bool = False) -> dict[str, Any]:
