@@ -318,6 +318,12 @@ def test_mlflow_params_are_arm_independent(raw):
                                                                                    "0")
     jarvis = flatten_params(r.resolve("pretrain", experiment="jarvis", seed=0).logged)
     assert jarvis["cfg.arm.jepa.layer"] == str(raw["llms"]["tiny_llama"]["jepa_layer"])  # resolved, not null
+    # A LLaVA arm logs the same cfg.arm.* keys ("none" for the JEPA ones): nothing plots as "unknown" in the compare
+    # view's parallel coordinates, and the diff pairs jepa.head "none" with "mlp" on one row.
+    llava = flatten_params(r.resolve("pretrain", experiment="llava", seed=0).logged)
+    arm_keys = {k for k in jarvis if k.startswith("cfg.arm.")}
+    assert arm_keys == {k for k in llava if k.startswith("cfg.arm.")}
+    assert llava["cfg.arm.jepa.head"] == llava["cfg.arm.jepa.mask.num_targets"] == "none" != jarvis["cfg.arm.jepa.head"]
 
 
 # ------------------------------------------------------------------ seeds reach the weights

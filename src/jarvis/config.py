@@ -710,7 +710,10 @@ class Params(_Strict):
         out: dict[str, Any] = {
             "llm": e.llm, "vision": e.vision, "projector": e.projector, "bidir_visual_attn": e.bidir_visual_attn,
             "data": e.data, "training": e.training, "target": jepa.target if jepa else "none",
-            "jepa": {**jepa.model_dump(mode="json"), "layer": self.jepa_layer(exp)} if jepa else "none",
+            # An arm without JEPA logs the same keys, each "none": MLflow's compare view then plots "none" for it
+            # (a key missing from a run plots as "unknown" in its parallel coordinates and diffs as a separate row).
+            "jepa": {**jepa.model_dump(mode="json"), "layer": self.jepa_layer(exp)} if jepa
+            else {**_none_like(JepaRecipe), "layer": "none"},
         }
         for stage in ("pretrain", "finetune"):
             out[stage] = self.stage_training(exp, stage).model_dump(mode="json")
@@ -719,6 +722,15 @@ class Params(_Strict):
     def jepa_layer(self, exp: str) -> int:
         e = self.experiment(exp)
         return e.jepa_layer if e.jepa_layer is not None else self.llms[e.llm].jepa_layer
+
+
+def _none_like(model: type[BaseModel]) -> dict[str, Any]:
+    """The field tree of ``model`` with every leaf "none" (nested models recurse)."""
+    out: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        out[name] = _none_like(kind) if isinstance(kind, type) and issubclass(kind, BaseModel) else "none"
+    return out
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

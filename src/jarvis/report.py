@@ -390,19 +390,23 @@ def _plot_scores(rows: dict[str, dict[str, Any]], cols: list[str], path: Path, t
     x = np.arange(len(cols))
     for k, (name, r) in enumerate(rows.items()):
         scale = [GROUP_SCALE.get(c, 1.0) for c in cols]
-        means = [r[c]["mean"] * s if c in r else np.nan for c, s in zip(cols, scale, strict=True)]
-        errs = [
+        means = np.array([r[c]["mean"] * s if c in r else np.nan for c, s in zip(cols, scale, strict=True)])
+        errs = np.array([
             0.0 if c not in r or math.isnan(r[c]["ci95"]) else r[c]["ci95"] * s
             for c, s in zip(cols, scale, strict=True)
-        ]
-        ax.bar(x + (k - (len(rows) - 1) / 2) * width, means, width, yerr=errs, capsize=3, label=name)
+        ])
+        # Every score lives in [0, 100] (MME Perception / 20 too): an interval is drawn inside that range. With two
+        # seeds the t quantile is 12.7 and unclipped bars span -400..400, which flattens every bar to a line.
+        yerr = np.vstack([np.minimum(errs, np.nan_to_num(means)), np.minimum(errs, 100.0 - np.nan_to_num(means))])
+        ax.bar(x + (k - (len(rows) - 1) / 2) * width, means, width, yerr=yerr, capsize=3, label=name)
     ax.set_xticks(x, [c + (" /20" if c in GROUP_SCALE else "") for c in cols], rotation=30, ha="right")
     ax.set_ylabel("score (%; MME Perception / 20)")
+    ax.set_ylim(0, 100)
     seeds = min((c["n"] for r in rows.values() for c in r.values()), default=1)
-    ax.set_title(f"{title} (error bars: 95% CI over {seeds} seeds)" if seeds >= 2
+    ax.set_title(f"{title} (error bars: 95% CI over {seeds} seeds, within 0-100)" if seeds >= 2
                  else f"{title} (one seed per row: no interval over seeds)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the axes: bars stay uncovered
     _save_fig(fig, path, on_figure)
 
 
