@@ -9,6 +9,9 @@ Shapes (issue 13, "GPU, free JEPA"): Vicuna-7B-shaped decoder layers (hidden 409
 patch 14 → 24×24 grid, penultimate layer) and a DINOv2-L-shaped target tower (1024 wide, 24 layers, 224 px →
 16×16, resized to 24×24), bf16 weights, per-device batch 16, captions of 40 tokens, random weights (no download).
 
+``--attention flex`` runs the LM with FlexAttention and the attention rules as a ``BlockMask`` instead of SDPA with
+the dense float (B, 1, T, T) mask (CUDA only: torch 2.14.1 has no FlexAttention backward on the CPU).
+
 Variants: stage 1 (projector, + mask token and JEPA head for JARVIS; towers and LM frozen) as LLaVA and JARVIS, with
 live towers and with cached tower features; stage 2 (projector + LM) as LLaVA. A JARVIS step samples its block masks
 on the host and finds the positions to keep there (``attention.kept_positions``), so the device step needs no host
@@ -218,6 +221,8 @@ def run_variant(
 ) -> dict[str, Any]:
     jepa, cached, stage = VARIANTS[name]
     model = build(s, jepa, device, dtype)
+    if opts.attention == "flex":  # the JEPA rules as a BlockMask (jarvis.model.attention.block_mask)
+        model.language_model.set_attn_implementation("flex_attention")
     groups = set(STAGE1_GROUPS) if jepa else {"projector"}
     set_trainable(model, groups if stage == 1 else STAGE2_GROUPS)
     model.train()
@@ -294,8 +299,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--sync-debug", action="store_true", help="count host syncs in the timed steps (CUDA)"
     )
+    parser.add_argument(
+        "--attention", choices=("sdpa", "flex"), default="sdpa",
+        help="the LM's attention: SDPA with the dense additive mask, or FlexAttention with a block mask",
+    )
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
+    if opts.attention == "flex" and opts.tiny:
+        parser.error("--attention flex needs CUDA: torch has no FlexAttention backward on the CPU")
     if opts.tiny:
         device, dtype = torch.device("cpu"), torch.float32
         shapes = Shapes(**{**asdict(TINY), "batch": min(opts.batch, TINY.batch)})
@@ -335,6 +346,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "shapes": asdict(shapes),
         "dtype": str(dtype),
+        "attention": opts.attention,
         "steps": opts.steps,
         "warmup": opts.warmup,
         "peak_tflops": opts.peak,

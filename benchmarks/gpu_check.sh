@@ -12,5 +12,10 @@ out=${OUT:-/tmp}
 python3 benchmarks/bench_gpu.py --steps 10 --warmup 3 --json "$out/gpu_real_shapes.json"
 python3 benchmarks/bench_gpu.py --steps 2 --warmup 1 --sync-debug --variants st1_jarvis st1_jarvis_cached st2_llava \
   --json "$out/gpu_sync_check.json"
+# The same steps with FlexAttention block masks instead of the dense mask (issue 13: JEPA/LLaVA <= 1.05 cached);
+# the first test checks flex == dense losses and gradients on the GPU.
+rc=0; python3 -m pytest -q -p no:cacheprovider tests/test_flex_attention.py > "$out/flex_equivalence.txt" 2>&1 || rc=$?
+echo "flex == dense test: exit $rc (log: flex_equivalence.txt)"; tail -3 "$out/flex_equivalence.txt"
+python3 benchmarks/bench_gpu.py --steps 10 --warmup 3 --attention flex --json "$out/gpu_real_shapes_flex.json"
 python3 benchmarks/bench_step.py --config medium --device cuda --steps 20 --warmup 3 --json "$out/medium_cuda.json"
 python3 benchmarks/bench_step.py --config tiny --device cuda --steps 20 --warmup 3 --json "$out/tiny_cuda.json"

@@ -1,7 +1,8 @@
 """Attention masks: causal + bidirectional visual span, and the four JEPA rules (paper-spec §6).
 
 All masks are built as Bool[B, T, T] "may attend" matrices with vectorised ops, then converted to
-a float additive (B, 1, T, T) mask in the model dtype: 0 = attend, ``finfo(dtype).min`` = blocked.
+a float additive (B, 1, T, T) mask in the model dtype: 0 = attend, ``finfo(dtype).min`` = blocked, or, when the
+LM runs FlexAttention (``set_attn_implementation("flex_attention")``), to a ``BlockMask`` (``block_mask``).
 A bool 4-D mask is silently wrong under eager attention in transformers 5 (stack-facts.md §4), and
 ``finfo.min`` avoids NaN rows under SDPA where the reference used -inf.
 
@@ -12,9 +13,14 @@ Reference: aimagelab/JARVIS ``src/models/mllm/modeling_mllm.py``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from jarvis.losses import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
 
 
 def to_additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -24,6 +30,24 @@ def to_additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.where(allowed, zero, torch.full((), blocked, dtype=dtype, device=allowed.device)).unsqueeze(
         1
     )
+
+
+def block_mask(allowed: torch.Tensor, block_size: int = 128) -> BlockMask:
+    """Bool[B, Q, K] -> a FlexAttention ``BlockMask`` with the same rules (issue 13, "GPU, free JEPA").
+
+    The dense additive mask makes SDPA fall back from its flash kernel and reads B·T² floats per layer;
+    FlexAttention skips the fully blocked (block × block) tiles and reads ``allowed`` only in partial ones. A query
+    row with no allowed key (a left-padding row) yields zeros here and a uniform average under the dense mask;
+    such rows carry no loss and no other token attends to them, so losses and gradients agree.
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    batch, queries, keys = allowed.shape
+
+    def may_attend(b: torch.Tensor, _h: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return allowed[b, q, k]
+
+    return create_block_mask(may_attend, batch, None, queries, keys, device=allowed.device, BLOCK_SIZE=block_size)
 
 
 def _in_span(visual_span: torch.Tensor, length: int) -> torch.Tensor:

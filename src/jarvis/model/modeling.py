@@ -32,6 +32,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast, ModelOutput
 from jarvis.losses import IGNORE_INDEX, jepa_loss, ntp_loss, total_loss
 from jarvis.model.attention import (
     base_allowed,
+    block_mask,
     gather_positions,
     gather_square,
     jepa_allowed,
@@ -240,7 +241,7 @@ class JarvisForCausalLM(PreTrainedModel, GenerationMixin):
             keep = keep.to(embeds.device, non_blocking=True)
             embeds, allowed = gather_positions(embeds, keep), gather_square(allowed, keep)
             position_ids = position_ids.gather(1, keep)
-        mask = to_additive(allowed, embeds.dtype)
+        mask = self.lm_mask(allowed, embeds.dtype)
         hidden, readout = self.run_language_model(
             embeds, mask, attention_mask, capture=jepa, position_ids=position_ids
         )  # (B, T or T', D)
@@ -332,6 +333,14 @@ class JarvisForCausalLM(PreTrainedModel, GenerationMixin):
     ) -> torch.Tensor:
         """Float (B, 1, T, T): ``allowed_attention`` as an additive mask."""
         return to_additive(self.allowed_attention(attention_mask, span, has_image, context, targets), dtype)
+
+    def lm_mask(self, allowed: torch.Tensor, dtype: torch.dtype) -> Any:
+        """The LM's mask for Bool[B, Q, K] ``allowed``: a FlexAttention ``BlockMask`` when the LM runs
+        ``flex_attention`` (``model.language_model.set_attn_implementation("flex_attention")``), else the additive
+        float mask (B, 1, Q, K). Decoding steps after the prefill keep the additive mask (one query row)."""
+        if self.language_model.config._attn_implementation == "flex_attention":
+            return block_mask(allowed)
+        return to_additive(allowed, dtype)
 
     def _readout_layer(self) -> nn.Module | None:
         """Decoder layer whose output is hidden_states[ℓ]; None when ℓ is the last (normed) state."""
@@ -493,7 +502,7 @@ class JarvisForCausalLM(PreTrainedModel, GenerationMixin):
         positions = (attention_mask.long().cumsum(-1)[:, past:] - 1).clamp(min=0)  # (B, q)
         out = self.language_model.get_decoder()(
             inputs_embeds=embeds,
-            attention_mask=to_additive(allowed, embeds.dtype),
+            attention_mask=self.lm_mask(allowed, embeds.dtype),
             position_ids=positions,
             cache=cache,
             use_cache=True,
@@ -518,7 +527,7 @@ class JarvisForCausalLM(PreTrainedModel, GenerationMixin):
         """
         embeds, span, _ = self.embed(input_ids, pixel_values, context_features)
         allowed = base_allowed(attention_mask, span, bidir_visual=self.config.bidir_visual_attn)
-        mask = to_additive(allowed, embeds.dtype)
+        mask = self.lm_mask(allowed, embeds.dtype)
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         decoder = self.language_model.get_decoder()
         cache = DynamicCache(config=self.config.text_config)
