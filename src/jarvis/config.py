@@ -367,6 +367,9 @@ class StageTraining(_Strict):
     image_mode: Literal["crop", "pad"]
     use_feature_cache: bool
     max_length: int = Field(ge=16)
+    # LLaVA's modality-length grouping (stage 2 of the reference): each step one modality, similar lengths
+    # (jarvis.data.sampler); false: the Trainer's random sampler
+    group_by_modality_length: bool
 
     @property
     def world_size(self) -> int:
