@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast run lint clean
+.PHONY: setup test test-fast test-rehearsal run lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,8 +16,12 @@ $(STAMP): requirements.txt pyproject.toml
 setup: $(STAMP)
 	bash scripts/link-profile.sh
 
+# The rehearsal (marker `rehearsal`) is its own tier: .ci/run runs it after `make test`.
 test: setup
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m "not rehearsal"
+
+test-rehearsal: setup
+	$(VENV)/bin/pytest -q -s -m rehearsal
 
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow and not pipeline and not slurm"

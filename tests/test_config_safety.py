@@ -325,5 +325,31 @@ def test_hub_lm_depth_is_checked_once_its_config_is_downloaded(root, tmp_path):
     cfg.write_text('{"model_type": "llama", "num_hidden_layers": 32}')
     load_params(tmp_path / "params.yaml")
     cfg.write_text('{"model_type": "llama", "num_hidden_layers": 6}')  # jepa_layer: 8
-    with pytest.raises(ConfigError, match=r"llms\.vicuna7b\.jepa_layer: 8 is beyond the LM's depth"):
+    load_params(tmp_path / "params.yaml")  # no selected experiment reads vicuna7b's layer
+    raw = load_raw(tmp_path / "params.yaml")
+    raw["run"]["experiments"] = ["llava_vicuna7b", "jarvis_vicuna7b"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"llms\.vicuna7b\.jepa_layer: 8 is beyond the LM's depth.*jarvis_vicuna7b"):
         load_params(tmp_path / "params.yaml")
+    raw["run"]["experiments"] = ["llava_vicuna7b"]  # a LLaVA arm reads no layer
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    load_params(tmp_path / "params.yaml")
+    raw["run"]["sweeps"] = ["paper_jepa_layer"]  # the sweep's variants run too: layers 4..32 on 6 layers
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"experiments\.jarvis_vicuna7b--layer-8\.jepa_layer: 8 is beyond"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_rehearsal_reads_out_at_a_quarter_of_its_miniature_vicuna(root, tmp_path):
+    """The rehearsal's 4-layer stand-in for Vicuna-7B sits in models/llm/vicuna7b beside llms.vicuna7b.jepa_layer: 8:
+    its JARVIS arm reads out at L/4 = 1 (experiments.rehearsal_jarvis.jepa_layer), and loading params must not fail
+    on the LM entry's default, which no rehearsal arm reads (found by the rehearsal: every stage after the LM's
+    download refused to start)."""
+    raw = load_raw(root / "params.yaml")
+    raw["run"]["experiments"] = ["rehearsal_llava", "rehearsal_llava_bidir", "rehearsal_jarvis"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = tmp_path / "models" / "llm" / "vicuna7b" / "config.json"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text('{"model_type": "llama", "num_hidden_layers": 4}')
+    params = load_params(tmp_path / "params.yaml")
+    assert params.jepa_layer("rehearsal_jarvis") == 1 == 4 // 4

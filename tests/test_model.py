@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -433,3 +434,22 @@ def test_vision_tower_properties_and_prefix_check() -> None:
         bad(torch.randn(1, 3, 32, 32))
     vit = VisionTower(timm_tower(feature_layer=-2))
     assert vit(torch.randn(2, 3, 32, 32)).shape == (2, 16, 32)
+
+
+def test_from_components_trains_in_float32_whatever_the_checkpoints_dtype(tmp_path: Path) -> None:
+    """vicuna-7b-v1.5 is published in float16, and transformers 5 loads a checkpoint in its own dtype: the LM came up
+    float16 beside a float32 projector and JEPA head, and stage 1 failed at its first step ("expected m1 and m2 to
+    have the same dtype", found by the rehearsal). Components load in float32; the Trainer sets the precision."""
+    donor = build(context="clip", target="dinov2_grid6", seed=7)
+    donor.language_model.to(torch.float16).save_pretrained(tmp_path / "llm")
+    donor.vision_tower.model.to(torch.float16)
+    donor.vision_tower.save_pretrained(tmp_path / "clip")
+    donor.target_tower.model.to(torch.float16)
+    donor.target_tower.save_pretrained(tmp_path / "dino")
+    assert json.loads((tmp_path / "llm" / "config.json").read_text())["dtype"] == "float16"
+    model = JarvisForCausalLM.from_components(tmp_path / "llm", tmp_path / "clip", tmp_path / "dino",
+                                              vision_options={"feature_layer": -2}, image_token_id=IMG,
+                                              jepa_layer=1)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    out = model(**batch(model), **masks())
+    assert torch.isfinite(out.loss)

@@ -96,7 +96,8 @@ def tiny_settings(**over: Any) -> TrainSettings:
         stage="pretrain", seed=7, learning_rate=1e-2, per_device_batch=2, grad_accum=2, world_size=1, max_steps=4,
         epochs=1.0, warmup_ratio=0.0, lr_scheduler="cosine", weight_decay=0.0, max_grad_norm=1.0, bf16=False,
         gradient_checkpointing=False, zero_stage=None, save_steps=2, logging_steps=2, trainable=["projector"],
-        image_mode="crop", use_feature_cache=False, max_length=64, jepa_skip_prob=0.0, mask_spec=MASKS)
+        image_mode="crop", use_feature_cache=False, max_length=64, group_by_modality_length=False, jepa_skip_prob=0.0,
+        mask_spec=MASKS)
     base.update(over)
     world, accum = base.pop("world_size"), base.pop("grad_accum")
     base.update(nodes=1, nproc=world, global_batch=base["per_device_batch"] * accum * world)

@@ -367,6 +367,9 @@ class StageTraining(_Strict):
     image_mode: Literal["crop", "pad"]
     use_feature_cache: bool
     max_length: int = Field(ge=16)
+    # LLaVA's modality-length grouping (stage 2 of the reference): each step one modality, similar lengths
+    # (jarvis.data.sampler); false: the Trainer's random sampler
+    group_by_modality_length: bool
 
     @property
     def world_size(self) -> int:
@@ -818,11 +821,16 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def check_downloaded(params: Params, root: str | Path = ".") -> None:
     """Checks that need a downloaded component's config, run at every load once it is on disk: a hub LM's depth
-    (its config.json) bounds ``jepa_layer``. Before the download, JarvisForCausalLM checks it when building."""
+    (its config.json) bounds the read-out layer of every JEPA experiment that will run on it (``run.experiments``
+    and the variants of ``run.sweeps``): the experiment's ``jepa_layer``, else the LM's. Experiments that are not
+    selected, and arms without JEPA, read no layer, so an LM entry's default never fails a run that does not use it
+    (the rehearsal's 4-layer stand-in for Vicuna-7B beside ``llms.vicuna7b.jepa_layer: 8``). Before the download,
+    JarvisForCausalLM checks it when building."""
     import json
 
     from jarvis import paths
 
+    depths: dict[str, int] = {}
     for name, llm in params.llms.items():
         cfg = Path(root) / paths.llm_dir(name) / "config.json"
         if llm.init != "hub" or not cfg.is_file():
@@ -831,10 +839,28 @@ def check_downloaded(params: Params, root: str | Path = ".") -> None:
             depth = json.loads(cfg.read_text()).get("num_hidden_layers")
         except (OSError, ValueError, AttributeError):
             continue  # an unreadable download is the download/train stage's to report
-        if isinstance(depth, int) and not isinstance(depth, bool) and llm.jepa_layer > depth:
-            raise ConfigError(f"params.yaml is invalid:\n  llms.{name}.jepa_layer: {llm.jepa_layer} is beyond the"
-                              f" LM's depth: num_hidden_layers = {depth} in {paths.llm_dir(name) / 'config.json'}"
-                              f" (use 1..{depth})")
+        if isinstance(depth, int) and not isinstance(depth, bool):
+            depths[name] = depth
+    if not depths:
+        return
+    running, experiments = list(params.run.experiments), params.experiments
+    if params.run.sweeps:
+        from jarvis.sweeps import expand
+
+        expanded, found = expand(params)
+        experiments = expanded.experiments
+        running += [v for v, var in found.items() if var.sweep in params.run.sweeps]
+    for exp in running:
+        e = experiments[exp]
+        if e.jepa is None or e.llm not in depths:
+            continue
+        layer = e.jepa_layer if e.jepa_layer is not None else params.llms[e.llm].jepa_layer
+        key = f"experiments.{exp}.jepa_layer" if e.jepa_layer is not None else f"llms.{e.llm}.jepa_layer"
+        depth = depths[e.llm]
+        if layer > depth:
+            raise ConfigError(f"params.yaml is invalid:\n  {key}: {layer} is beyond the LM's depth: num_hidden_layers"
+                              f" = {depth} in {paths.llm_dir(e.llm) / 'config.json'} (use 1..{depth}; experiment"
+                              f" {exp})")
 
 
 def load_raw(path: str | Path = "params.yaml") -> dict[str, Any]:

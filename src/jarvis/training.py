@@ -227,6 +227,24 @@ class JarvisTrainer(Trainer):
         self._reset_step_accumulators()
         self.add_callback(_GuardCallback(self))
 
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """LLaVA's modality-length grouping when the recipe asks (``group_by_modality_length``); the dataset gives
+        ``modality_lengths`` (jarvis.data.sampler). Otherwise the Trainer's own sampler."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.settings.group_by_modality_length:
+            return super()._get_train_sampler(train_dataset)
+        from jarvis.data.sampler import ModalityLengthGroupedSampler
+
+        lengths = getattr(dataset, "modality_lengths", None)
+        if lengths is None:
+            raise TypeError(f"group_by_modality_length: {type(dataset).__name__} has no modality_lengths")
+        n_text = sum(1 for n in lengths if n < 0)
+        logger.info("train sampler: modality-length grouped (%d with image, %d text-only; megabatch %d x %d ranks)",
+                    len(lengths) - n_text, n_text, self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                    self.args.world_size)
+        return ModalityLengthGroupedSampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                            self.args.world_size, self.settings.seed)
+
     def load_totals(self, totals: Mapping[str, float]) -> None:
         """Continue the run-level sums of a checkpoint (resume)."""
         self.totals = {k: float(totals[k]) for k in _TOTAL_KEYS}

@@ -595,6 +595,9 @@ class LlavaDataset(Dataset):
             self._encoded.append((array("i", raw_ids), array("i", raw_labels)))
             self.lengths.append(min(len(ids), max_length or len(ids)))
         self.report = drops.report("LlavaDataset", len(samples), max_dropped_fraction)
+        from jarvis.data.sampler import modality_lengths
+
+        self.modality_lengths = modality_lengths(self.samples)  # LLaVA's: word counts, negative without image
         if not self.samples:  # even under max_dropped_fraction 1.0: a stage with nothing to train on is no success
             raise DataRefused(f"LlavaDataset: no sample left to train on ({len(samples)} given; drops "
                              f"{self.report['counts']}, first ids {self.report['examples']})")

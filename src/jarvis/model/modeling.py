@@ -148,7 +148,10 @@ class JarvisForCausalLM(PreTrainedModel, GenerationMixin):
         ``vision_options`` / ``target_options`` are tower selection keys (``feature_layer``,
         ``drop_prefix_tokens``, ``image_size``, ...); ``config_kwargs`` go to ``JarvisConfig``.
         """
-        language_model = AutoModelForCausalLM.from_pretrained(llm_dir)
+        # float32, whatever the checkpoint was saved in (vicuna-7b-v1.5 is float16; transformers 5 loads a
+        # checkpoint's own dtype by default): the projector and JEPA head are created in float32, and the
+        # training precision is the Trainer's (bf16 autocast / DeepSpeed), as LLaVA loads it for fp32 runs.
+        language_model = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
         vision = VisionTower.from_pretrained(vision_dir, **(vision_options or {}))
         target = (
             None if target_dir is None else VisionTower.from_pretrained(target_dir, **(target_options or {}))

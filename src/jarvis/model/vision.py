@@ -233,6 +233,6 @@ class VisionTower(nn.Module):
         vision_only = {"clip": "CLIPVisionModel", "siglip": "SiglipVisionModel", "siglip2": "Siglip2VisionModel"}
         cls_name = vision_only.get(config["model_type"])
         loader = getattr(transformers, cls_name) if cls_name else transformers.AutoModel
-        model = loader.from_pretrained(path)
+        model = loader.from_pretrained(path, dtype=torch.float32)  # as the LM (JarvisForCausalLM.from_components)
         spec = {"library": "transformers", "config": model.config.to_dict(), **selection}
         return cls(spec, model=model)
