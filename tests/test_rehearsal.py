@@ -28,7 +28,8 @@ from test_slurm_local import _require_cluster
 pytestmark = [pytest.mark.rehearsal, pytest.mark.slurm, pytest.mark.slow, pytest.mark.pipeline]
 
 ARMS = ["rehearsal_llava", "rehearsal_llava_bidir", "rehearsal_jarvis"]
-BENCHMARKS = ["cvbench_2d", "cvbench_3d", "mmvp", "blink", "mme", "mmstar", "pope", "gqa"]
+BENCHMARKS = ["cvbench_2d", "cvbench_3d", "mmvp", "blink", "mme", "mmstar", "pope", "gqa",
+              "realworldqa", "vstar", "mmbench_en", "seed", "scienceqa", "ai2d", "textvqa", "chartqa", "ocrbench"]
 SOURCES = ["coco/train2017", "gqa/images", "ocr_vqa/images", "textvqa/train_images", "vg/VG_100K", "vg/VG_100K_2"]
 
 

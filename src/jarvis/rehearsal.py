@@ -46,6 +46,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from jarvis.eval.synthetic_bench_ext import EXT_BENCHMARKS
 from jarvis.io import atomic_dir, write_json_atomic
 
 PORT = 18511  # datasets.rehearsal15.instruct.url_archives point here
@@ -268,7 +269,7 @@ def _instruct_repo(world: Path) -> tuple[dict[str, bytes], dict[str, bytes], dic
     return repo, {s: _zip(m) for s, m in members.items()}, counts
 
 
-BENCH_DIRS = ("cvbench", "mmvp", "blink", "mme", "mmstar", "pope", "gqa")
+BENCH_DIRS = ("cvbench", "mmvp", "blink", "mme", "mmstar", "pope", "gqa", *EXT_BENCHMARKS)
 
 
 def benchmark_repos() -> dict[str, str]:
@@ -286,6 +287,7 @@ def build(out: Path, repos: dict[str, str] | None = None, seed: int = 0) -> dict
     from jarvis import hub
     from jarvis.data.synthetic import corpus_texts, generate_world
     from jarvis.eval.synthetic_bench import generate_general_benchmarks
+    from jarvis.eval.synthetic_bench_ext import generate_ext_benchmarks
 
     repos = dict(repos if repos is not None else benchmark_repos())
     unknown = sorted(set(repos) - set(BENCH_DIRS))
@@ -300,6 +302,8 @@ def build(out: Path, repos: dict[str, str] | None = None, seed: int = 0) -> dict
                                 n_mmvp_pairs=s["n_mmvp_pairs"], text_only_rate=s["text_only_rate"])
         counts.update(generate_general_benchmarks(world, n_per_benchmark=s["n_general_per_benchmark"],
                                                   image_size=s["image_size"], seed=seed))
+        counts.update(generate_ext_benchmarks(world, n_per_benchmark=s["n_general_per_benchmark"],
+                                              image_size=s["image_size"], seed=seed))
         texts = [t for t in corpus_texts(world) if t.strip()]
         cache = tmp / "hf" / "hub"
         record: dict[str, Any] = {"sizes": s, "seed": seed, "counts": counts, "commits": {}, "archives": {}}
