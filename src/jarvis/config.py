@@ -843,18 +843,17 @@ def check_downloaded(params: Params, root: str | Path = ".") -> None:
             depths[name] = depth
     if not depths:
         return
-    running, experiments = list(params.run.experiments), params.experiments
+    running, source = list(params.run.experiments), params
     if params.run.sweeps:
         from jarvis.sweeps import expand
 
-        expanded, found = expand(params)
-        experiments = expanded.experiments
+        source, found = expand(params)
         running += [v for v, var in found.items() if var.sweep in params.run.sweeps]
     for exp in running:
-        e = experiments[exp]
+        e = source.experiments[exp]
         if e.jepa is None or e.llm not in depths:
             continue
-        layer = e.jepa_layer if e.jepa_layer is not None else params.llms[e.llm].jepa_layer
+        layer = source.jepa_layer(exp)
         key = f"experiments.{exp}.jepa_layer" if e.jepa_layer is not None else f"llms.{e.llm}.jepa_layer"
         depth = depths[e.llm]
         if layer > depth:
