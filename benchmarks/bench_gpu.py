@@ -13,9 +13,10 @@ patch 14 → 24×24 grid, penultimate layer) and a DINOv2-L-shaped target tower 
 the dense float (B, 1, T, T) mask (CUDA only: torch 2.14.1 has no FlexAttention backward on the CPU).
 
 Variants: stage 1 (projector, + mask token and JEPA head for JARVIS; towers and LM frozen) as LLaVA and JARVIS, with
-live towers and with cached tower features; stage 2 (projector + LM) as LLaVA. A JARVIS step samples its block masks
-on the host and finds the positions to keep there (``attention.kept_positions``), so the device step needs no host
-read. With ``--sync-debug`` the timed steps run under ``torch.cuda.set_sync_debug_mode("warn")`` and the number of
+live towers and with cached tower features; stage 2 (projector + LM) as LLaVA. Micro-batches come from a DataLoader
+(``--workers``, pinned memory) through the training collator: for JARVIS, ``JepaMaskCollator`` samples the block
+masks and finds the positions to keep (``attention.kept_positions``) in the workers, so the device step runs no
+Python sampler and needs no host read. With ``--sync-debug`` the timed steps run under ``torch.cuda.set_sync_debug_mode("warn")`` and the number of
 synchronising calls is reported (the mask upload itself is a host-to-device copy, not a sync).
 
 MFU = model FLOPs of the step / (step time × peak): matmul FLOPs of the decoder (forward, input-gradient backward,
@@ -40,10 +41,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from jarvis.masking import MaskSpec, sample_block_masks  # noqa: E402
-from jarvis.model.attention import kept_positions  # noqa: E402
+from jarvis.data.collate import Collator, JepaMaskCollator  # noqa: E402
+from jarvis.masking import MaskSpec  # noqa: E402
 from jarvis.model.configuration import JarvisConfig  # noqa: E402
-from jarvis.model.embedding import image_token_mask, visual_span  # noqa: E402
 from jarvis.model.freeze import STAGE1_GROUPS, STAGE2_GROUPS, set_trainable  # noqa: E402
 from jarvis.model.modeling import JarvisForCausalLM  # noqa: E402
 from jarvis.seeding import make_generator, seed_everything  # noqa: E402
@@ -166,18 +166,32 @@ def make_batch(
     return batch
 
 
-def host_jepa_inputs(
-    batch: dict[str, torch.Tensor], model: JarvisForCausalLM, spec: MaskSpec, step: int
-) -> dict[str, torch.Tensor]:
-    """Masks and the kept positions, found on the host (as a DataLoader worker would), for one step."""
-    ids = batch["input_ids"]
-    masks = sample_block_masks(
-        model.vision_tower.grid, spec, ids.shape[0], make_generator("bench-gpu", "mask", step)
-    )
-    span = visual_span(image_token_mask(ids, model.config.image_token_id))
-    has = span[:, 1] > span[:, 0]
-    keep = kept_positions(batch["attention_mask"], span, masks.context, masks.targets, has, batch["labels"])
-    return {"jepa_context": masks.context, "jepa_targets": masks.targets, "jepa_keep": keep}
+class _StepBatches(torch.utils.data.Dataset):
+    """Micro-batch ``i`` of the benchmark as a DataLoader gives training its micro-batches: the fixed batch's rows as
+    samples with dataset indices ``i*B ...``, so every step draws its own masks in a worker."""
+
+    def __init__(self, batch: dict[str, torch.Tensor], n: int) -> None:
+        self.rows = {k: v.cpu() for k, v in batch.items() if k not in ("attention_mask", "label_positions")}
+        self.n, self.size = n, int(batch["input_ids"].shape[0])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> list[dict[str, Any]]:
+        return [{"index": i * self.size + b, **{k: v[b] for k, v in self.rows.items()}} for b in range(self.size)]
+
+
+def batches(
+    batch: dict[str, torch.Tensor], model: JarvisForCausalLM, spec: MaskSpec | None, n: int, workers: int
+) -> torch.utils.data.DataLoader:
+    """``n`` micro-batches through the training collator (``JepaMaskCollator`` for JARVIS: block masks and kept
+    positions found in the DataLoader workers, not in the step)."""
+    collate: Any = Collator(pad_token_id=0)
+    if spec is not None:
+        collate = JepaMaskCollator(collate, model.vision_tower.grid, spec, seed=0, stage="bench-gpu",
+                                   image_token_id=model.config.image_token_id)
+    return torch.utils.data.DataLoader(_StepBatches(batch, n), batch_size=None, collate_fn=collate,
+                                       num_workers=workers, pin_memory=torch.cuda.is_available())
 
 
 def _params(module: torch.nn.Module | None) -> int:
@@ -230,12 +244,13 @@ def run_variant(
     spec = MaskSpec(min_keep=2) if opts.tiny else MaskSpec()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     kept: list[float] = []
+    stream = iter(batches(batch, model, spec if jepa else None, opts.warmup + opts.steps, opts.workers))
 
     def step(i: int) -> None:
-        extra: dict[str, torch.Tensor] = host_jepa_inputs(batch, model, spec, i) if jepa else {}
+        host = next(stream)  # prepared by a worker while the previous step ran
         if jepa:
-            kept.append(float(extra["jepa_keep"].shape[1]))
-        inputs = {k: v.to(device, non_blocking=True) for k, v in {**batch, **extra}.items()}
+            kept.append(float(host["jepa_keep"].shape[1]))
+        inputs = {k: v.to(device, non_blocking=True) for k, v in host.items()}
         out = model(**inputs)
         out.loss.backward()
         opt.step()
@@ -303,6 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--attention", choices=("sdpa", "flex"), default="sdpa",
         help="the LM's attention: SDPA with the dense additive mask, or FlexAttention with a block mask",
     )
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers preparing the micro-batches")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     if opts.attention == "flex" and opts.tiny:

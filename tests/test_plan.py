@@ -400,3 +400,21 @@ def test_report_stage_over_seeds_and_a_sweep(raw, tmp_path: Path, monkeypatch):
     assert list(summary["rows"])[:2] == ["llava", "llava (blind)"] and summary["rows"]["jarvis (blind)"]["pope"]["n"] == 2
     assert summary["blind_rows"] == [r for r in summary["rows"] if r.endswith(" (blind)")]
     assert not any("blind" in d for d in summary["deltas"])
+
+
+def test_dataloader_workers_come_from_the_resources_and_declare_no_param(raw):
+    """resources.<stage>.dataloader_workers reaches the stage's settings (the paper recipe: 4 per rank) and is no DVC
+    param: no number depends on it (JepaMaskCollator keys the masks by the samples)."""
+    raw = copy.deepcopy(raw)
+    raw["run"]["experiments"] = ["llava_vicuna7b", "jarvis_vicuna7b"]
+    paper = _resolver(raw).resolve("pretrain", experiment="jarvis_vicuna7b", seed=0)
+    assert paper.spec.train.num_workers == 4
+    assert _resolver(raw).resolve("finetune", experiment="llava_vicuna7b", seed=0).spec.train.num_workers == 4
+    tiny = _by_id(load_raw(Path(__file__).resolve().parents[1] / "params.yaml"))["pretrain-jarvis-s0"]
+    assert tiny.spec.train.num_workers == 0
+    raw["training"]["paper"]["resources"]["pretrain"]["dataloader_workers"] = 1
+    again = _resolver(raw).resolve("pretrain", experiment="jarvis_vicuna7b", seed=0)
+    assert again.spec.train.num_workers == 1 and again.params == paper.params and again.values == paper.values
+    raw["training"]["paper"]["resources"]["pretrain"]["dataloader_workers"] = -1
+    with pytest.raises(ConfigError, match="dataloader_workers"):
+        _resolver(raw)

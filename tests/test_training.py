@@ -22,9 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from jarvis import tracking  # noqa: E402
-from jarvis.data.collate import Collator  # noqa: E402
+from jarvis.data.collate import Collator, JepaMaskCollator  # noqa: E402
 from jarvis.launch import free_port as _free_port  # noqa: E402
 from jarvis.masking import MaskSpec, draw_skip, sample_block_masks  # noqa: E402
+from jarvis.model.attention import kept_positions  # noqa: E402
+from jarvis.model.embedding import image_token_mask, visual_span  # noqa: E402
 from jarvis.seeding import make_generator, seed_everything  # noqa: E402
 from jarvis.training import (  # noqa: E402
     JarvisTrainer,
@@ -77,15 +79,15 @@ def tiny_samples(n: int = 16, seed: int = 0, with_image: bool = True) -> list[di
     """Stage-1 style samples: N image ids (label -100) + a caption, as LlavaDataset emits them."""
     g = torch.Generator().manual_seed(seed)
     out = []
-    for _ in range(n):
+    for i in range(n):
         caption = torch.randint(1, IMAGE_ID - 1, (CAPTION,), generator=g)
         if with_image:
             pixels = torch.randn(3, 32, 32, generator=g)
-            out.append({"input_ids": torch.cat([torch.full((GRID * GRID,), IMAGE_ID), caption]),
+            out.append({"index": i, "input_ids": torch.cat([torch.full((GRID * GRID,), IMAGE_ID), caption]),
                         "labels": torch.cat([torch.full((GRID * GRID,), -100), caption]),
                         "pixel_values": pixels, "pixel_values_target": pixels})
         else:
-            out.append({"input_ids": caption, "labels": caption.clone()})
+            out.append({"index": i, "input_ids": caption, "labels": caption.clone()})
     return out
 
 
@@ -180,28 +182,69 @@ def test_jepa_inputs_are_the_seeded_masks_and_coin(tmp_path: Path, monkeypatch: 
     s = tiny_settings(jepa_skip_prob=0.5)
     trainer = _trainer(tmp_path, s, monkeypatch)
     assert trainer.grid == context_grid(trainer.model) == (GRID, GRID)
-    batch = Collator(pad_token_id=0)(tiny_samples(3))
+    collate = trainer.data_collator  # the trainer's own: the Collator wrapped to add the block masks
+    assert isinstance(collate, JepaMaskCollator)
+    samples = tiny_samples(3)
+    batch = collate(samples)
+    # Hand-built expectation: the masks of (seed, stage, epoch 0, the samples' indices), whatever step asks.
+    want = sample_block_masks((GRID, GRID), MASKS, 3, make_generator(s.seed, s.stage, "masks", 0, (0, 1, 2)))
+    assert torch.equal(batch["jepa_context"], want.context) and torch.equal(batch["jepa_targets"], want.targets)
+    # ...and the positions the step keeps, found beside them on the host (what the model finds itself on a CPU)
+    span = visual_span(image_token_mask(batch["input_ids"], IMAGE_ID))
+    assert torch.equal(batch["jepa_keep"], kept_positions(batch["attention_mask"], span, want.context, want.targets,
+                                                          span[:, 1] > span[:, 0], batch["labels"]))
+    assert batch["jepa_keep"].shape[1] < batch["input_ids"].shape[1]  # unattended visual tokens left out
     n_jepa = 0
     for step in range(12):
         trainer.state.global_step = step
         for micro in range(2):
-            got = trainer.jepa_inputs(batch, micro)
+            inputs = dict(batch)
+            got = trainer.jepa_inputs(inputs, micro)
+            assert "jepa_context" not in inputs and "jepa_targets" not in inputs  # taken out either way
             if draw_skip(s.seed, s.stage, step, micro, s.jepa_skip_prob):
                 assert got == {}
                 continue
             n_jepa += 1
-            # Hand-built expectation: rank 0's generator for (seed, stage, rank, step, micro) → same masks.
-            want = sample_block_masks((GRID, GRID), MASKS, 3, make_generator(s.seed, s.stage, 0, step, micro))
-            assert torch.equal(got["jepa_context"], want.context) and torch.equal(got["jepa_targets"], want.targets)
-            again = trainer.jepa_inputs(batch, micro)  # a resumed run asks again: identical
-            assert torch.equal(again["jepa_targets"], got["jepa_targets"])
+            assert got["jepa_context"] is batch["jepa_context"] and got["jepa_targets"] is batch["jepa_targets"]
+            assert got["jepa_keep"] is batch["jepa_keep"]
     assert 0 < n_jepa < 24  # skip_prob 0.5 over 24 draws: both kinds occur
+    again = collate(samples)  # a resumed run builds the same micro-batch again: identical masks
+    assert torch.equal(again["jepa_targets"], batch["jepa_targets"])
+    collate.epoch = 1  # the same samples in a later epoch: other masks
+    assert not torch.equal(collate(samples)["jepa_targets"], batch["jepa_targets"])
+    collate.epoch = 0
+    other = collate(tiny_samples(3)[::-1])  # other indices, other masks
+    assert not torch.equal(other["jepa_targets"], batch["jepa_targets"])
     # No image in the micro-batch: plain NTP step, no masks.
-    assert trainer.jepa_inputs(Collator(pad_token_id=0)(tiny_samples(2, with_image=False)), 0) == {}
+    plain = collate(tiny_samples(2, with_image=False))
+    assert "jepa_context" not in plain and trainer.jepa_inputs(plain, 0) == {}
+    # A JEPA micro-batch whose collator drew no masks is refused, not trained as a plain step.
+    trainer.state.global_step = next(t for t in range(50) if not draw_skip(s.seed, s.stage, t, 0, s.jepa_skip_prob))
+    with pytest.raises(ValueError, match="without its block masks"):
+        trainer.jepa_inputs(Collator(pad_token_id=0)(samples), 0)
+    with pytest.raises(ValueError, match="carry no dataset 'index'"):
+        collate([{k: v for k, v in x.items() if k != "index"} for x in samples])
+
+
+def test_masks_are_the_same_in_dataloader_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sampled in two DataLoader workers or in the main process: the same masks, batch for batch."""
+    trainer = _trainer(tmp_path, tiny_settings(), monkeypatch)
+    data = tiny_samples(12)
+    order = torch.randperm(12, generator=torch.Generator().manual_seed(3)).tolist()
+    loaders = [torch.utils.data.DataLoader(data, batch_size=3, sampler=order, collate_fn=trainer.data_collator,
+                                           num_workers=w, multiprocessing_context="fork" if w else None)
+               for w in (0, 2)]
+    main, workers = list(loaders[0]), list(loaders[1])
+    assert len(main) == len(workers) == 4
+    for a, b in zip(main, workers, strict=True):
+        for key in ("jepa_context", "jepa_targets", "jepa_keep"):
+            assert torch.equal(a[key], b[key]), key
+    assert len({tuple(b["jepa_targets"].flatten().tolist()) for b in main}) > 1
 
 
 def test_no_masks_without_a_mask_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trainer = _trainer(tmp_path, tiny_settings(mask_spec=None), monkeypatch)
+    assert not isinstance(trainer.data_collator, JepaMaskCollator)
     assert trainer.jepa_inputs(Collator(pad_token_id=0)(tiny_samples(2)), 0) == {}
 
 

@@ -412,6 +412,9 @@ class StageResources(_Strict):
     cpus: int = Field(ge=1)
     gpus: int = Field(default=0, ge=0)  # single-node stages
     gpus_per_node: int = Field(default=0, ge=0)  # training stages (nodes/nproc come from the stage settings)
+    # Training stages: DataLoader worker processes per rank (load, collate, JEPA masks). Results do not depend on it:
+    # a micro-batch's masks are keyed by its samples (jarvis.data.collate.JepaMaskCollator).
+    dataloader_workers: int = Field(default=0, ge=0)
 
 
 class Resources(_Strict):
@@ -482,15 +485,16 @@ class TrainSettings(StageTraining):
     seed: int  # the run's seed (run.seeds)
     jepa_skip_prob: float = Field(default=0.0, ge=0, le=1)  # P(micro-step is NTP-only), paper-spec §7
     mask_spec: MaskSpec | None = None
-    # engine constants, not params: scratch checkpoints kept in the work dir, DataLoader workers
+    # engine constants, not params: scratch checkpoints kept in the work dir; DataLoader workers (the stage's
+    # resources.dataloader_workers: a scheduler setting, no result depends on it)
     save_total_limit: int = Field(default=2, ge=1)
     num_workers: int = Field(default=0, ge=0)
 
     @classmethod
     def of(cls, recipe: StageTraining, stage: Literal["pretrain", "finetune"], seed: int,
-           jepa: JepaRecipe | None) -> TrainSettings:
+           jepa: JepaRecipe | None, num_workers: int = 0) -> TrainSettings:
         """The recipe as it is, with the run's stage and seed and the stage's JEPA recipe (None: no JEPA)."""
-        run = {"stage": stage, "seed": seed}
+        run: dict[str, Any] = {"stage": stage, "seed": seed, "num_workers": num_workers}
         if jepa is not None:
             run.update(jepa_skip_prob=jepa.skip_prob, mask_spec=jepa.mask)
         return cls.model_validate({**dict(recipe), **run})

@@ -492,7 +492,8 @@ class Resolver:
         else:
             init_from = tokenizer_dir = paths.checkpoint_dir(exp, seed, "pretrain")  # tokenizer saved with it
             inputs.append(_p(init_from))
-        spec = TrainSpec(train=TrainSettings.of(training, stage, seed, jepa), jepa=jepa, model=model,
+        workers = getattr(self.params.training[self.params.experiments[exp].training].resources, stage).dataloader_workers
+        spec = TrainSpec(train=TrainSettings.of(training, stage, seed, jepa, workers), jepa=jepa, model=model,
                          init_from=init_from, tokenizer_dir=tokenizer_dir,
                          corpus=self._corpus(v, data, "pretrain" if stage == "pretrain" else "instruct"),
                          max_dropped_fraction=v.datasets[data].max_dropped_fraction,

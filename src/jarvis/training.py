@@ -8,8 +8,10 @@ One entry point, :func:`run_training`, shared by both stages:
 - :class:`JarvisTrainer` uses public ``Trainer`` hooks only (``compute_loss``, ``log``, callbacks), unlike the
   reference's override of the private ``_maybe_log_save_evaluate`` (paper-spec §11.2, ``trainers.py`` L226).
   In ``compute_loss`` it draws the JEPA skip coin from (seed, stage, global step, micro-step) -- identical on every
-  rank by construction (paper-spec §7) -- and samples the block masks from a generator seeded by
-  (seed, stage, rank, global step, micro-step), so a resumed run replays the same masks (design.md, "Masks").
+  rank by construction (paper-spec §7). The block masks come with the batch: the trainer wraps the collator in
+  :class:`~jarvis.data.collate.JepaMaskCollator`, which samples them where the batch is built (a DataLoader worker
+  with ``num_workers`` > 0), keyed by (seed, stage, epoch, the micro-batch's sample indices), so a resumed run
+  replays the same masks (design.md, "Masks") and the step runs no Python sampler.
   Component losses are accumulated as tensors and reduced across ranks only at log time (no ``.item()`` per step,
   paper-spec §11.2 ``modeling_mllm_jepa.py`` L229).
 - :class:`PreemptionCallback` turns SIGTERM/SIGUSR1 (SLURM preemption, ``--signal``) into "checkpoint now and stop";
@@ -51,7 +53,6 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from jarvis.config import TrainSettings
 from jarvis.io import StageFailed, replace_dir, write_text_atomic
 from jarvis.launch import free_port
-from jarvis.seeding import make_generator
 
 if TYPE_CHECKING:
     from transformers import TrainerControl, TrainerState
@@ -204,6 +205,27 @@ def _num_images(inputs: Mapping[str, Any]) -> int:
     return 0
 
 
+_MASK_KEYS = ("jepa_context", "jepa_targets")
+_KEEP_KEY = "jepa_keep"  # optional: the positions the JEPA step keeps, found with the masks (JepaMaskCollator)
+
+
+def _image_token_id(model: nn.Module) -> int | None:
+    value = getattr(getattr(model, "config", None), "image_token_id", None)
+    return int(value) if isinstance(value, int) else None
+
+
+class _MaskEpochCallback(TrainerCallback):
+    """Tell the mask collator the epoch before the epoch's DataLoader iterator (and its workers) starts."""
+
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator
+
+    def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        # state.epoch is k exactly when epoch k begins (k - 1 + steps/steps), and k + a fraction on a mid-epoch resume
+        self.collator.epoch = int(state.epoch or 0)
+
+
 class JarvisTrainer(Trainer):
     """``Trainer`` with the JEPA step (skip coin + masks), per-component loss logging and the divergence guard, via
     public hooks only (``compute_loss``, ``log``, callbacks)."""
@@ -216,6 +238,12 @@ class JarvisTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.settings = settings
         self.grid = context_grid(self.model) if settings.jepa_enabled else None
+        if self.grid is not None and settings.mask_spec is not None:
+            from jarvis.data.collate import JepaMaskCollator
+
+            self.data_collator = JepaMaskCollator(self.data_collator, self.grid, settings.mask_spec, settings.seed,
+                                                  settings.stage, _image_token_id(self.model))
+            self.add_callback(_MaskEpochCallback(self.data_collator))
         # Host-side micro-step bookkeeping (deterministic, identical on all ranks).
         self._micro_step = -1
         self._micro_of_step = -1
@@ -265,24 +293,24 @@ class JarvisTrainer(Trainer):
         self._micro_of_step = step
         return self._micro_step
 
-    def jepa_inputs(self, inputs: Mapping[str, Any], micro_step: int) -> dict[str, torch.Tensor]:
-        """Skip coin + block masks for one micro-batch; ``{}`` means a plain NTP step (full image, no masks)."""
-        from jarvis.masking import draw_skip, sample_block_masks  # model-side module, imported lazily
+    def jepa_inputs(self, inputs: dict[str, Any], micro_step: int) -> dict[str, torch.Tensor]:
+        """Take the batch's block masks out of ``inputs`` and draw the skip coin; ``{}`` means a plain NTP step (full
+        image, no masks)."""
+        from jarvis.masking import draw_skip  # model-side module, imported lazily
 
-        spec, settings = self.settings.mask_spec, self.settings
-        if spec is None or self.grid is None:
+        masks = {k: inputs.pop(k) for k in (*_MASK_KEYS, _KEEP_KEY) if k in inputs}
+        settings = self.settings
+        if settings.mask_spec is None or self.grid is None:
             return {}
-        step = self.state.global_step
-        if draw_skip(settings.seed, settings.stage, step, micro_step, settings.jepa_skip_prob):
-            return {}
-        n_img = _num_images(inputs)
-        if n_img == 0:
+        if _num_images(inputs) == 0:
             # No image in this micro-batch: the model's loss_jepa is 0 by contract; pass no masks.
             return {}
-        generator = make_generator(settings.seed, settings.stage, self.args.process_index, step, micro_step)
-        masks = sample_block_masks(self.grid, spec, n_img, generator)
-        device = inputs["input_ids"].device
-        return {"jepa_context": masks.context.to(device), "jepa_targets": masks.targets.to(device)}
+        if draw_skip(settings.seed, settings.stage, self.state.global_step, micro_step, settings.jepa_skip_prob):
+            return {}
+        if not all(k in masks for k in _MASK_KEYS):
+            raise ValueError("a JEPA micro-batch without its block masks: its collator must be the trainer's"
+                             f" JepaMaskCollator (got keys {sorted(inputs)})")
+        return masks
 
     def compute_loss(
         self,
@@ -295,7 +323,9 @@ class JarvisTrainer(Trainer):
             self._check_distributed_wrapper(model)
         training = model.training
         micro = self._next_micro_step() if training else 0
-        jepa = self.jepa_inputs(inputs, micro) if training else {}
+        jepa = self.jepa_inputs(inputs, micro)
+        if not training:
+            jepa = {}
         outputs = model(**inputs, **jepa)
         loss = outputs.loss
         if training:
@@ -572,7 +602,8 @@ def producer_digest(settings: TrainSettings, model: nn.Module, train_dataset: An
         n_train: int | None = len(train_dataset)
     except TypeError:  # an IterableDataset has no length
         n_train = None
-    blob = json.dumps({"settings": settings.model_dump(), "world_size": world_size, "layout": layout,
+    settings_dump = settings.model_dump(exclude={"num_workers"})  # workers change no number (JepaMaskCollator)
+    blob = json.dumps({"settings": settings_dump, "world_size": world_size, "layout": layout,
                        "n_train": n_train}, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -2,8 +2,9 @@
 
 Contract (design.md "Images in a batch"): ``pixel_values`` is ``Float[B_img, 3, H, W]`` holding only the samples that
 have an image, in batch order; likewise ``pixel_values_target`` / ``context_features`` / ``target_features``. The image
-placeholder has already been expanded to N ids by ``LlavaDataset``. JEPA masks are sampled in the training step, not
-here (design.md "Masks").
+placeholder has already been expanded to N ids by ``LlavaDataset``. A JEPA stage's batches also carry the multiblock
+masks (``jepa_context``, ``jepa_targets``): :class:`JepaMaskCollator` draws them where the batch is assembled, in a
+DataLoader worker when there are workers, so the training step runs no Python sampler (design.md "Masks").
 
 Right padding for training; left padding for batched greedy generation (``generate_greedy`` takes a left-padded batch).
 """
@@ -16,6 +17,8 @@ from typing import Any, Literal
 import torch
 
 from jarvis.data.conversation import IGNORE_INDEX
+from jarvis.masking import MaskSpec, sample_block_masks
+from jarvis.seeding import make_generator
 
 _IMAGE_KEYS = ("pixel_values", "pixel_values_target", "context_features", "target_features")
 # A target row belongs to the context row at the same index, so both must come from the same samples.
@@ -88,6 +91,47 @@ class Collator:
                 odd += [s.get("id", i) for i, s in enumerate(samples) if (ctx in s) and (tgt not in s)]
             if odd:
                 raise ValueError(f"samples {odd} have only one of {ctx}/{tgt}; target rows would misalign")
+
+
+class JepaMaskCollator:
+    """A :class:`Collator` whose batches also carry the micro-batch's multiblock masks (paper-spec §4.1).
+
+    The masks of a micro-batch are a function of (seed, stage, epoch, the samples' dataset indices) only: the same in a
+    worker or in the main process, with any number of workers, and replayed by a resumed run, which sees the same
+    samples in the same micro-batches. Every sample must carry its dataset ``index`` (``LlavaDataset`` does). The
+    trainer sets ``epoch`` before each epoch's workers start (``JarvisTrainer``), and draws the skip coin in the step;
+    a skip step drops the masks.
+    """
+
+    def __init__(self, base: Collator, grid: tuple[int, int], spec: MaskSpec, seed: int, stage: str,
+                 image_token_id: int | None = None) -> None:
+        self.base, self.grid, self.spec, self.seed, self.stage = base, (int(grid[0]), int(grid[1])), spec, seed, stage
+        self.image_token_id = image_token_id  # given: also the positions the step keeps (``jepa_keep``)
+        self.epoch = 0
+
+    def generator(self, indices: Sequence[int]) -> torch.Generator:
+        return make_generator(self.seed, self.stage, "masks", self.epoch, tuple(indices))
+
+    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.base(samples)
+        n_img = sum(1 for s in samples if "pixel_values" in s or "context_features" in s)
+        if n_img == 0:  # an image-less micro-batch is a plain NTP step (the model's loss_jepa is 0 by contract)
+            return batch
+        missing = [s.get("id", i) for i, s in enumerate(samples) if "index" not in s]
+        if missing:
+            raise ValueError(f"samples {missing} carry no dataset 'index'; the JEPA masks are keyed by it")
+        masks = sample_block_masks(self.grid, self.spec, n_img, self.generator([int(s["index"]) for s in samples]))
+        batch["jepa_context"], batch["jepa_targets"] = masks.context, masks.targets
+        if self.image_token_id is not None:
+            # The positions a JEPA step keeps (visual tokens neither context nor target are dropped, issue 13), found
+            # here on host tensors: on a GPU the model would otherwise need a host sync and runs the full sequence.
+            from jarvis.model.attention import kept_positions
+            from jarvis.model.embedding import image_token_mask, visual_span
+
+            span = visual_span(image_token_mask(batch["input_ids"], self.image_token_id))
+            batch["jepa_keep"] = kept_positions(batch["attention_mask"], span, masks.context, masks.targets,
+                                                span[:, 1] > span[:, 0], batch.get("labels"))
+        return batch
 
 
 def _names(samples: Sequence[dict[str, Any]]) -> str:

@@ -654,6 +654,7 @@ class LlavaDataset(Dataset):
             ids, labels = ids[: self.max_length], labels[: self.max_length]
         out: dict[str, Any] = {
             "id": str(s["id"]),
+            "index": i,  # keys the JEPA masks of its micro-batch (jarvis.data.collate.JepaMaskCollator)
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
         }
