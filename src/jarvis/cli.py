@@ -336,6 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jarvis.progress import quiet_library_bars
 
     quiet_library_bars()  # before transformers / huggingface_hub are imported: they read it once
+    from jarvis.paths import root
+
+    # DeepSpeed's JIT ops where `make setup` compiled them (scripts/prebuild_ops.py), not in ~/.cache
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(root() / ".cache" / "torch_extensions"))
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "score":
