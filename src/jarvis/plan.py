@@ -492,15 +492,15 @@ class Resolver:
         else:
             init_from = tokenizer_dir = paths.checkpoint_dir(exp, seed, "pretrain")  # tokenizer saved with it
             inputs.append(_p(init_from))
-        workers = getattr(self.params.training[self.params.experiments[exp].training].resources, stage).dataloader_workers
-        spec = TrainSpec(train=TrainSettings.of(training, stage, seed, jepa, workers), jepa=jepa, model=model,
+        resources = self._resources(self.params.experiments[exp].training, stage)
+        spec = TrainSpec(train=TrainSettings.of(training, stage, seed, jepa, resources["dataloader_workers"]),
+                         jepa=jepa, model=model,
                          init_from=init_from, tokenizer_dir=tokenizer_dir,
                          corpus=self._corpus(v, data, "pretrain" if stage == "pretrain" else "instruct"),
                          max_dropped_fraction=v.datasets[data].max_dropped_fraction,
                          max_truncated_fraction=v.datasets[data].max_truncated_fraction, feature_cache=cache,
                          out_dir=paths.checkpoint_dir(exp, seed, stage), history=paths.history_file(exp, seed, stage),
                          metrics=paths.metrics_file(exp, seed, stage), feature_cache_expect=expect)
-        resources = self._resources(self.params.experiments[exp].training, stage)
         resources.update(nodes=training.nodes, nproc=training.nproc)
         extra_code = ()
         if training.zero_stage is not None:

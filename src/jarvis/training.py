@@ -197,16 +197,13 @@ def context_grid(model: nn.Module) -> tuple[int, int]:
     )
 
 
-def _num_images(inputs: Mapping[str, Any]) -> int:
-    for key in ("pixel_values", "context_features"):
-        value = inputs.get(key)
-        if value is not None:
-            return int(value.shape[0])
-    return 0
-
-
 _MASK_KEYS = ("jepa_context", "jepa_targets")
 _KEEP_KEY = "jepa_keep"  # optional: the positions the JEPA step keeps, found with the masks (JepaMaskCollator)
+
+
+def _take_masks(inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Remove and return the batch's JEPA masks (and kept positions) put there by ``JepaMaskCollator``."""
+    return {k: inputs.pop(k) for k in (*_MASK_KEYS, _KEEP_KEY) if k in inputs}
 
 
 def _image_token_id(model: nn.Module) -> int | None:
@@ -298,11 +295,13 @@ class JarvisTrainer(Trainer):
         image, no masks)."""
         from jarvis.masking import draw_skip  # model-side module, imported lazily
 
-        masks = {k: inputs.pop(k) for k in (*_MASK_KEYS, _KEEP_KEY) if k in inputs}
+        masks = _take_masks(inputs)
         settings = self.settings
         if settings.mask_spec is None or self.grid is None:
             return {}
-        if _num_images(inputs) == 0:
+        from jarvis.data.collate import num_images
+
+        if num_images(inputs) == 0:
             # No image in this micro-batch: the model's loss_jepa is 0 by contract; pass no masks.
             return {}
         if draw_skip(settings.seed, settings.stage, self.state.global_step, micro_step, settings.jepa_skip_prob):
@@ -323,8 +322,10 @@ class JarvisTrainer(Trainer):
             self._check_distributed_wrapper(model)
         training = model.training
         micro = self._next_micro_step() if training else 0
-        jepa = self.jepa_inputs(inputs, micro)
-        if not training:
+        if training:
+            jepa = self.jepa_inputs(inputs, micro)
+        else:  # an evaluation pass is plain NTP: the batch's masks, if any, are dropped
+            _take_masks(inputs)
             jepa = {}
         outputs = model(**inputs, **jepa)
         loss = outputs.loss

@@ -93,6 +93,15 @@ class Collator:
                 raise ValueError(f"samples {odd} have only one of {ctx}/{tgt}; target rows would misalign")
 
 
+def num_images(batch: dict[str, Any]) -> int:
+    """Images in a collated batch (B_img): rows of ``pixel_values`` or of cached ``context_features``."""
+    for key in ("pixel_values", "context_features"):
+        value = batch.get(key)
+        if value is not None:
+            return int(value.shape[0])
+    return 0
+
+
 class JepaMaskCollator:
     """A :class:`Collator` whose batches also carry the micro-batch's multiblock masks (paper-spec §4.1).
 
@@ -114,7 +123,7 @@ class JepaMaskCollator:
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch = self.base(samples)
-        n_img = sum(1 for s in samples if "pixel_values" in s or "context_features" in s)
+        n_img = num_images(batch)
         if n_img == 0:  # an image-less micro-batch is a plain NTP step (the model's loss_jepa is 0 by contract)
             return batch
         missing = [s.get("id", i) for i, s in enumerate(samples) if "index" not in s]
