@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -92,7 +93,10 @@ def main() -> int:
         project.mkdir()
         copy_project(project)
         t0 = time.perf_counter()
-        subprocess.run(["snakemake", "--cores", "2", "all"], cwd=project, check=True, capture_output=True)
+        # as `make run`: the venv first on PATH, DeepSpeed's CPU op where `make setup` compiled it
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
+        subprocess.run(["snakemake", "--cores", "2", "all"], cwd=project, check=True, capture_output=True, env=env)
         total = time.perf_counter() - t0
     else:
         project = args.project

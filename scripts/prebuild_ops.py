@@ -8,11 +8,18 @@ Makefile's, ``.cache/torch_extensions``), every later process loads it. On a GPU
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 
 def main() -> int:
+    # The stages run with the venv's bin first on PATH (make run, the tests, an activated venv), so torch builds with
+    # the venv's `ninja` (pip's ninja 1.13); a build by another ninja on PATH (Debian's 1.11 writes an older
+    # .ninja_log) was redone from scratch by the first stage that loaded the op.
+    bindir = os.path.dirname(sys.executable)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bindir:
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     import deepspeed.ops
     from deepspeed.accelerator import get_accelerator
 
