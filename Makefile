@@ -25,14 +25,17 @@ setup: $(STAMP) $(OPS)
 	bash scripts/link-profile.sh
 
 # The rehearsal (marker `rehearsal`) is its own tier: .ci/run runs it after `make test`.
+# Two xdist workers, one test module each at a time, longest modules first (tests/conftest.py): most tests use one
+# core, and a module's fixtures are built once.
+XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 test: setup
-	$(VENV)/bin/pytest -q -m "not rehearsal"
+	$(VENV)/bin/pytest -q -m "not rehearsal" $(XDIST)
 
 test-rehearsal: setup
 	$(VENV)/bin/pytest -q -s -m rehearsal
 
 test-fast: setup
-	$(VENV)/bin/pytest -q -m "not slow and not pipeline and not slurm"
+	$(VENV)/bin/pytest -q -m "not slow and not pipeline and not slurm" $(XDIST)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

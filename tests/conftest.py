@@ -19,6 +19,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
 
 
+# `make test` runs on two xdist workers, one test module per unit of work (--dist loadfile, README "Tests"), taken
+# in collection order: the longest modules go first so that neither worker is left with one of them at the end.
+LONGEST_FIRST = ("test_pipeline.py", "test_slurm_pipeline.py", "test_slurm_preemption.py", "test_training.py",
+                 "test_download.py", "test_staleness.py", "test_mlflow_ui.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
