@@ -11,7 +11,7 @@ from packaging.utils import canonicalize_name
 
 from conftest import ROOT
 
-DEV_ONLY = {"pytest", "ruff", "setuptools"}  # the `test` extra and the build backend
+DEV_ONLY = {"pytest", "pytest-xdist", "execnet", "ruff", "setuptools"}  # the `test` extra (execnet: xdist's) and the build backend
 
 
 def _lock() -> dict[str, str]:

@@ -2,8 +2,8 @@
 
 Every stage is an `sbatch` job under slurmd (GPU stages get a fake GRES device and run on CPU). The profile name
 `slurm` resolves through the link `make setup` installs (scripts/link-profile.sh). A hard timeout guards against
-a stuck status check (stack-facts §8). The graph is trimmed (one seed, a baseline and JARVIS, two benchmarks):
-every stage kind runs as its own job, while test_pipeline.py runs the whole default (locally).
+a stuck status check (stack-facts §8). The graph is trimmed (one seed, a baseline and JARVIS, two benchmarks,
+a smaller world): every stage kind runs as its own job, while test_pipeline.py runs the default's sizes (locally).
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ def test_snakemake_profile_slurm_all(tmp_path: Path) -> None:
     make_project(project)
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["run"].update(experiments=["llava", "jarvis"], seeds=[0], benchmarks=["pope", "mmvp"])
+    # a smaller world and a short stage 0: this checks how the stages run (each its own SLURM job), not what they learn
+    raw["datasets"]["synth"].update(n_pretrain=32, n_instruct=32, n_bench_per_task=4, n_general_per_benchmark=4,
+                                    max_truncated_fraction=0.5)  # 32 samples: the default's 0.25 has little margin
+    raw["llms"]["tiny_llama"]["text_pretrain"]["steps"] = 24
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     run(project, "jarvis", "dag", "render")
     # what `make setup` does for this checkout, so that `--profile slurm` resolves (idempotent)
