@@ -20,12 +20,12 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_exten
 
 
 # `make test` runs on two xdist workers, one test module per unit of work (--dist loadfile, README "Tests"), taken
-# in this order. xdist hands each worker two units at the start and more only when it has at most two tests left:
-# the pipeline module (the longest by far) is paired with a short one, the other worker takes the SLURM modules and
-# then everything else.
-LONGEST_FIRST = ("test_pipeline.py", "test_slurm_pipeline.py", "test_config.py", "test_slurm_preemption.py",
-                 "test_training.py", "test_staleness.py", "test_mlflow_ui.py", "test_slurm_local.py",
-                 "test_download.py", "test_cli.py", "test_flex_attention.py")
+# in this order. A worker gets a new unit only when it has at most two tests left, so the pipeline module (the
+# longest by far) keeps one worker to itself until its last tests while the other takes the SLURM modules, then the
+# rest. Three workers were slower: the pipeline's own two jobs and the two-process DeepSpeed tests starve.
+LONGEST_FIRST = ("test_pipeline.py", "test_slurm_pipeline.py", "test_slurm_preemption.py", "test_training.py",
+                 "test_staleness.py", "test_mlflow_ui.py", "test_slurm_local.py", "test_cli.py", "test_download.py",
+                 "test_export.py", "test_flex_attention.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
