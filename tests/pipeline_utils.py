@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from conftest import ROOT, VENV_BIN
 
@@ -48,6 +50,19 @@ def run(project: Path, *cmd: str, check: bool = True, timeout: int = 1800) -> su
         raise AssertionError(f"{' '.join(cmd)} exited {res.returncode}\n--- stdout\n{res.stdout[-6000:]}"
                              f"\n--- stderr\n{res.stderr[-6000:]}")
     return res
+
+
+def edit_params(project: Path, edit: Callable[[dict[str, Any]], None], render: bool = True) -> None:
+    """Apply ``edit`` to the project's params.yaml; ``render``: then re-render dvc.yaml (what a changed graph needs,
+    README "Change one value")."""
+    import yaml
+
+    params = project / "params.yaml"
+    raw = yaml.safe_load(params.read_text())
+    edit(raw)
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    if render:
+        run(project, "jarvis", "dag", "render")
 
 
 def snakemake_dry_jobs(project: Path, *extra: str) -> set[str]:

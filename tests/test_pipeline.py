@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from pipeline_utils import dvc_stale, make_project, run, snakemake_dry_jobs
+from pipeline_utils import dvc_stale, edit_params, make_project, run, snakemake_dry_jobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
 
@@ -33,10 +33,7 @@ def project(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("pipeline") / "proj"
     p.mkdir()
     make_project(p)
-    raw = yaml.safe_load((p / "params.yaml").read_text())
-    raw["run"]["experiments"] = list(EXPERIMENTS)
-    (p / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    run(p, "jarvis", "dag", "render")
+    edit_params(p, lambda raw: raw["run"].update(experiments=list(EXPERIMENTS)))
     run(p, "git", "commit", "-qam", "a baseline and JARVIS")
     t0 = time.perf_counter()
     run(p, "snakemake", "--cores", "2", "all")
@@ -199,26 +196,26 @@ def test_mlflow_ui_shows_the_arms_side_by_side_in_a_browser(project: Path, tmp_p
             assert x in charts, x
 
 
+# What an edit of JARVIS's stage-1 recipe reruns (README, "Change one value"): its stages, downstream, and the report.
+EDIT_RERUNS = {"report", *(f"{k}-jarvis-s{s}" for k in ("pretrain", "finetune", "evaluate") for s in SEEDS)}
+
+
 def _set_override(project: Path, lr: float) -> None:
-    params = project / "params.yaml"
-    raw = yaml.safe_load(params.read_text())
-    raw["experiments"]["jarvis"]["overrides"] = {"pretrain": {"learning_rate": lr}}
-    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    edit_params(project, lambda raw: raw["experiments"]["jarvis"].update(overrides={"pretrain": {"learning_rate": lr}}),
+                render=False)  # a value edit: the graph stays as it is
 
 
 def test_one_param_edit_reruns_the_same_stages_in_both_tools(project: Path) -> None:
-    expected = {"report", *(f"{k}-jarvis-s{s}" for k in ("pretrain", "finetune") for s in SEEDS),
-                *(f"evaluate-jarvis-s{s}" for s in SEEDS)}
     _set_override(project, 2.0e-3)
 
-    assert snakemake_dry_jobs(project) == expected
+    assert snakemake_dry_jobs(project) == EDIT_RERUNS
 
     # Snakemake runs them (two at a time); the next test has DVC run the same edit's stages (`dvc exp run`).
     t0 = time.perf_counter()
     res = run(project, "snakemake", "--cores", "2", "all")
     TIMINGS["snakemake_after_edit_s"] = time.perf_counter() - t0
     ran = set(re.findall(r"^\s*(?:local)?rule (\S+):$", res.stdout + res.stderr, re.M)) - {"all"}
-    assert ran == expected, (res.stdout + res.stderr)[-3000:]
+    assert ran == EDIT_RERUNS, (res.stdout + res.stderr)[-3000:]
     # ...and now DVC agrees that Snakemake's outputs are current (no provenance-triggered rerun), and so does Snakemake.
     assert dvc_stale(project) == set()
     assert snakemake_dry_jobs(project) == set()
@@ -235,8 +232,7 @@ def test_dvc_experiment_with_set_param(project: Path) -> None:
     assert "lr2e3" in out or "Ran experiment" in out, out[-2000:]
     # DVC reruns exactly the stages Snakemake reran for the same kind of edit (the previous test)
     ran = set(re.findall(r"Running stage '([^']+)'", out))
-    assert ran == {"report", *(f"{k}-jarvis-s{s}" for k in ("pretrain", "finetune", "evaluate") for s in SEEDS)}, \
-        out[-3000:]
+    assert ran == EDIT_RERUNS, out[-3000:]
     exps = json.loads(run(project, "dvc", "exp", "show", "--json").stdout)
     assert "lr2e3" in json.dumps(exps)
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from pipeline_utils import dvc_stale, make_project, run
+from pipeline_utils import dvc_stale, edit_params, make_project, run
 from test_slurm_local import _require_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.pipeline]
@@ -28,14 +28,15 @@ def test_snakemake_profile_slurm_all(tmp_path: Path) -> None:
     project = tmp_path / "proj"
     project.mkdir()
     make_project(project)
-    raw = yaml.safe_load((project / "params.yaml").read_text())
-    raw["run"].update(experiments=["llava", "jarvis"], seeds=[0], benchmarks=["pope", "mmvp"])
-    # a smaller world and a short stage 0: this checks how the stages run (each its own SLURM job), not what they learn
-    raw["datasets"]["synth"].update(n_pretrain=32, n_instruct=32, n_bench_per_task=4, n_general_per_benchmark=4,
-                                    max_truncated_fraction=0.5)  # 32 samples: the default's 0.25 has little margin
-    raw["llms"]["tiny_llama"]["text_pretrain"]["steps"] = 24
-    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    run(project, "jarvis", "dag", "render")
+    def trim(raw: dict) -> None:
+        raw["run"].update(experiments=["llava", "jarvis"], seeds=[0], benchmarks=["pope", "mmvp"])
+        # a smaller world and a short stage 0: this checks how the stages run (each its own SLURM job), not what they
+        # learn
+        raw["datasets"]["synth"].update(n_pretrain=32, n_instruct=32, n_bench_per_task=4, n_general_per_benchmark=4,
+                                        max_truncated_fraction=0.5)  # 32 samples: the default's 0.25 has little margin
+        raw["llms"]["tiny_llama"]["text_pretrain"]["steps"] = 24
+
+    edit_params(project, trim)
     # what `make setup` does for this checkout, so that `--profile slurm` resolves (idempotent)
     run(project, "bash", str(ROOT / "scripts" / "link-profile.sh"))
     t0 = time.perf_counter()
