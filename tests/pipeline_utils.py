@@ -65,6 +65,14 @@ def edit_params(project: Path, edit: Callable[[dict[str, Any]], None], render: b
         run(project, "jarvis", "dag", "render")
 
 
+def small_world(raw: dict[str, Any], n: int) -> None:
+    """A smaller synthetic world (``n`` stage-1 and stage-2 samples, 4 questions per benchmark task) and a 24-step
+    stage 0: for tests that check how the stages run and what they record, not what the models learn."""
+    raw["datasets"]["synth"].update(n_pretrain=n, n_instruct=n, n_bench_per_task=4, n_general_per_benchmark=4,
+                                    max_truncated_fraction=0.5)  # a small sample: the default's 0.25 has little margin
+    raw["llms"]["tiny_llama"]["text_pretrain"]["steps"] = 24
+
+
 def snakemake_dry_jobs(project: Path, *extra: str) -> set[str]:
     """Rule names Snakemake would run (dry run), from its summary output."""
     # targets first: multi-value flags (--quiet takes `all` as a category) swallow what follows (stack-facts §7)

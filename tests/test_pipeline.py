@@ -2,8 +2,9 @@
 the affected stages in both tools, DVC remotes round-trip, and MLflow holds every run.
 
 One project copy is shared by the tests of this module, in order (each leaves it consistent for the next). The graph
-is the default's with one arm fewer (a baseline and JARVIS, both seeds, every benchmark): the third arm runs the
-same stages with one flag changed, and the rehearsal tier (`make test-rehearsal`) runs all three through Snakemake.
+is the default's with one arm fewer on a smaller world (a baseline and JARVIS, both seeds, every benchmark; 64
+samples per stage): the third arm runs the same stages with one flag changed, and the rehearsal tier
+(`make test-rehearsal`) runs all three through Snakemake.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from pipeline_utils import dvc_stale, edit_params, make_project, run, snakemake_dry_jobs
+from pipeline_utils import dvc_stale, edit_params, make_project, run, small_world, snakemake_dry_jobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
 
@@ -33,8 +34,12 @@ def project(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("pipeline") / "proj"
     p.mkdir()
     make_project(p)
-    edit_params(p, lambda raw: raw["run"].update(experiments=list(EXPERIMENTS)))
-    run(p, "git", "commit", "-qam", "a baseline and JARVIS")
+    def trim(raw: dict) -> None:
+        raw["run"].update(experiments=list(EXPERIMENTS))
+        small_world(raw, 64)  # 4 stage-1 and 12 stage-2 steps: these tests check the pipeline, not what it learns
+
+    edit_params(p, trim)
+    run(p, "git", "commit", "-qam", "a baseline and JARVIS on a smaller world")
     t0 = time.perf_counter()
     run(p, "snakemake", "--cores", "2", "all")
     TIMINGS["snakemake_all_s"] = time.perf_counter() - t0
@@ -63,14 +68,15 @@ def test_all_outputs_exist_and_report_matches_scores(project: Path) -> None:
         assert not list((project / root).glob("**/.snakemake_timestamp")), root
     jarvis = json.loads((project / "runs/jarvis/s0/pretrain/metrics.json").read_text())
     llava = json.loads((project / "runs/llava/s0/pretrain/metrics.json").read_text())
-    assert jarvis["loss_jepa"] < 0 and 0 < jarvis["jepa_fraction"] <= 1  # negative cosine, skip_prob 0.2
+    # a negative cosine, in [-1, 1] (its sign needs more than the small world's 4 steps); skip_prob 0.2
+    assert -1 <= jarvis["loss_jepa"] <= 1 and 0 < jarvis["jepa_fraction"] <= 1
     assert llava["loss_jepa"] is None and llava["jepa_fraction"] == 0
     other = json.loads((project / "runs/jarvis/s1/pretrain/metrics.json").read_text())
     assert other["loss"] != jarvis["loss"]  # two seeds, two runs
     # Drop and truncation counts reach metrics.json (issue 9): the tiny finetune (max_length 256) truncates answers.
     fine = json.loads((project / "runs/jarvis/s0/finetune/metrics.json").read_text())
     assert jarvis["data/validation/dropped"] == 0 and jarvis["data/truncation/supervised_tokens_lost"] == 0
-    assert fine["data/truncation/samples"] > 0 and 0 < fine["data/truncation/fraction"] <= 0.25
+    assert fine["data/truncation/samples"] > 0 and 0 < fine["data/truncation/fraction"] <= 0.5  # small_world's limit
     with (project / "reports/table.csv").open() as fh:
         rows = {r["row"]: r for r in csv.DictReader(fh)}
     assert set(rows) == {*EXPERIMENTS, *(f"{e} (blind)" for e in EXPERIMENTS)}

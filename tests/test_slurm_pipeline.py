@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from pipeline_utils import dvc_stale, edit_params, make_project, run
+from pipeline_utils import dvc_stale, edit_params, make_project, run, small_world
 from test_slurm_local import _require_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.pipeline]
@@ -30,11 +30,7 @@ def test_snakemake_profile_slurm_all(tmp_path: Path) -> None:
     make_project(project)
     def trim(raw: dict) -> None:
         raw["run"].update(experiments=["llava", "jarvis"], seeds=[0], benchmarks=["pope", "mmvp"])
-        # a smaller world and a short stage 0: this checks how the stages run (each its own SLURM job), not what they
-        # learn
-        raw["datasets"]["synth"].update(n_pretrain=32, n_instruct=32, n_bench_per_task=4, n_general_per_benchmark=4,
-                                        max_truncated_fraction=0.5)  # 32 samples: the default's 0.25 has little margin
-        raw["llms"]["tiny_llama"]["text_pretrain"]["steps"] = 24
+        small_world(raw, 32)  # this checks how the stages run (each its own SLURM job), not what they learn
 
     edit_params(project, trim)
     # what `make setup` does for this checkout, so that `--profile slurm` resolves (idempotent)

@@ -375,12 +375,27 @@ def _ranks(out: Path) -> list[dict[str, Any]]:
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
+# The two-process runs share one flag set; the ZeRO-2 run is made once and read by the run test and as the
+# uninterrupted twin of the preemption test (a torchrun of two busy-polling ranks is the slowest thing here).
+RUN_ARGS = ("--skip-prob", "0.5", "--experiment", "tiny")
+
+
+@pytest.fixture(scope="module")
+def zero2_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("zero2")
+    proc = _torchrun(out, "--zero", "2", *RUN_ARGS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("zero", [2, 3])
-def test_two_process_deepspeed_run(tmp_path: Path, zero: int) -> None:
-    proc = _torchrun(tmp_path, "--zero", str(zero), "--skip-prob", "0.5", "--experiment", "tiny")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = _ranks(tmp_path)
+def test_two_process_deepspeed_run(request: pytest.FixtureRequest, tmp_path: Path, zero: int) -> None:
+    out = request.getfixturevalue("zero2_run") if zero == 2 else tmp_path
+    if zero != 2:
+        proc = _torchrun(out, "--zero", str(zero), *RUN_ARGS)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = _ranks(out)
     assert r0["wrapper"] == r1["wrapper"] == "DeepSpeedEngine"
     assert r0["metrics"]["distributed_wrapper"] == "DeepSpeedEngine"
     assert r0["decisions"] == r1["decisions"] and len(r0["decisions"]) == 6 * 2  # same coin on both ranks
@@ -388,7 +403,7 @@ def test_two_process_deepspeed_run(tmp_path: Path, zero: int) -> None:
     assert r0["metrics"]["loss"] == r1["metrics"]["loss"]  # reduced across ranks
     if zero == 2:
         assert r0["param_digest"] == r1["param_digest"]  # replicated weights agree after the last step
-    model_dir = tmp_path / "runs" / "model"
+    model_dir = out / "runs" / "model"
     weights = _load_weights(model_dir)  # ZeRO-3: gathered 16-bit weights on save
     assert weights["projector.weight"].shape == (32, 16) and torch.isfinite(weights["projector.weight"]).all()
     # MLflow: one run named <exp>/<stage> in jarvis/<exp>, with params and the component losses.
@@ -396,7 +411,7 @@ def test_two_process_deepspeed_run(tmp_path: Path, zero: int) -> None:
 
     # the child's store, named explicitly: in-process tests of this session leave MLFLOW_TRACKING_URI set
     # (mlflow.set_tracking_uri exports it), which tracking_uri() would prefer
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    client = MlflowClient(f"sqlite:///{out}/mlruns/mlflow.db")
     exp = client.get_experiment_by_name("tiny")
     runs = client.search_runs([exp.experiment_id])
     assert [r.info.run_name for r in runs] == ["tiny/pretrain"]
@@ -407,12 +422,10 @@ def test_two_process_deepspeed_run(tmp_path: Path, zero: int) -> None:
 
 
 @pytest.mark.slow
-def test_preempted_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
-    straight, broken = tmp_path / "straight", tmp_path / "broken"
-    straight.mkdir()
+def test_preempted_run_resumes_to_the_same_weights(tmp_path: Path, zero2_run: Path) -> None:
+    straight, broken = zero2_run, tmp_path / "broken"
     broken.mkdir()
-    args = ("--zero", "2", "--skip-prob", "0.5", "--experiment", "tiny")
-    assert _torchrun(straight, *args).returncode == 0
+    args = ("--zero", "2", *RUN_ARGS)
     # SIGTERM reaches rank 0 only, at the end of step 2; the next step end (3, not a save step: save_steps is 2)
     # all-reduces the flag, so both ranks checkpoint at 3 and exit 128 + SIGTERM.
     first = _torchrun(broken, *args, "--kill-rank0-at", "2")
