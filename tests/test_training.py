@@ -354,7 +354,12 @@ def test_preemption_callback_records_signal_and_stops(monkeypatch: pytest.Monkey
 # ---- multi-process DeepSpeed (torchrun) ----------------------------------------------------------------------------
 
 
-def _torchrun(out: Path, *extra: str, timeout: int = 240) -> subprocess.CompletedProcess[str]:
+# A guard against a hung launcher, not a speed check: alone a two-process run takes 30-50 s, but in `make test` it shares
+# the 2 cores with the other worker's pipeline jobs, and a ZeRO-3 run took 240 s there (CI of 493fa65).
+TORCHRUN_LIMIT_S = 900
+
+
+def _torchrun(out: Path, *extra: str, timeout: int = TORCHRUN_LIMIT_S) -> subprocess.CompletedProcess[str]:
     # A fresh launcher environment: in-process tests of this session leave the single-process dist variables
     # (ensure_dist_env), accelerate's and the Trainer's MLflow switches in os.environ; a real stage never
     # inherits them, and with them the child Trainer logged no per-step metrics to MLflow.
