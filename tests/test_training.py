@@ -381,7 +381,8 @@ def _ranks(out: Path) -> list[dict[str, Any]]:
 
 
 # The two-process runs share one flag set; the ZeRO-2 run is made once and read by the run test and as the
-# uninterrupted twin of the preemption test (a torchrun of two busy-polling ranks is the slowest thing here).
+# uninterrupted twin of the preemption test (a two-process torchrun is the slowest thing here: its gloo collectives
+# stall when the ranks share the cores).
 RUN_ARGS = ("--skip-prob", "0.5", "--experiment", "tiny")
 
 
