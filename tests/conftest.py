@@ -21,16 +21,19 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_exten
 
 # `make test` runs on two xdist workers, one test module per unit of work (--dist loadfile, README "Tests"), taken
 # in this order. A worker gets a new unit only when it has at most two tests left, so the pipeline module (the
-# longest by far) keeps one worker to itself until its last tests while the other takes the SLURM modules, then the
-# rest. Three workers were slower: the pipeline's own two jobs and the two-process DeepSpeed tests starve.
-LONGEST_FIRST = ("test_pipeline.py", "test_slurm_pipeline.py", "test_slurm_preemption.py", "test_training.py",
-                 "test_staleness.py", "test_mlflow_ui.py", "test_slurm_local.py", "test_cli.py", "test_download.py",
-                 "test_export.py", "test_flex_attention.py")
+# longest by far) keeps one worker to itself until its last tests while the other takes the SLURM preemption module,
+# then the rest. The two-process DeepSpeed module goes last: its ranks' collectives stall while other processes hold
+# the cores, and the stages beside them slowed too (in the CI of 1e35e59, alongside test_pipeline's edit rerun, a
+# ZeRO-2 run took 204 s and the rerun's stage-1 jobs 116 s, against 109 s and about 25 s apart). Three workers were
+# slower: the pipeline's own two jobs and the two-process DeepSpeed tests starve.
+LONGEST_FIRST = ("test_pipeline.py", "test_slurm_preemption.py", "test_staleness.py", "test_mlflow_ui.py",
+                 "test_slurm_local.py", "test_cli.py", "test_download.py", "test_export.py", "test_flex_attention.py")
+LAST = ("test_training.py",)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)} | {name: len(LONGEST_FIRST) + 1 for name in LAST}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")

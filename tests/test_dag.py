@@ -11,7 +11,7 @@ import yaml
 
 from conftest import bin_path
 from jarvis.config import load_raw, lookup
-from jarvis.dag import build_stages, params_file, render_dvc, snakemake_inputs
+from jarvis.dag import build_stages, params_file, priorities, render_dvc, snakemake_inputs
 
 
 def _stages(root, raw=None):
@@ -157,3 +157,22 @@ def test_stale_dvc_yaml_is_refused_by_both_tools_naming_the_fix(tmp_path):
     assert not (project / "models").exists()  # refused before the stage did anything
     run(project, "jarvis", "dag", "render")
     assert run(project, "snakemake", "-n", "--quiet", "rules").returncode == 0
+
+
+def test_priority_counts_the_stages_downstream(root):
+    """Snakemake's `priority:` per stage (jarvis.dag.priorities), by hand on the default graph: three arms x two seeds
+    x (pretrain, finetune, evaluate) and the report below the LM, one cache and the towers."""
+    stages = _stages(root)
+    prio = priorities(stages)
+    assert set(prio) == {s.id for s in stages}
+    trainings = 3 * 2 * 3
+    assert prio["download-data-synth"] == 1 + 2 + trainings + 1  # the LM's stage 0, both caches, all training, report
+    assert prio["download-tower-tiny_clip"] == 2 + trainings + 1
+    assert prio["download-llm-tiny_llama"] == trainings + 1
+    assert prio["download-tower-tiny_dinov2"] == 1 + 2 * 3 + 1  # JARVIS's cache, its two seeds' chains, report
+    assert prio["pretrain-jarvis-s0"] == 3 and prio["evaluate-jarvis-s0"] == 1 and prio["report"] == 0
+    # the data first among the jobs ready at the start: it unblocks the LM's stage 0, the longest download
+    assert prio["download-data-synth"] > prio["download-tower-tiny_clip"] > prio["download-tower-tiny_dinov2"]
+    producer = {o: s.id for s in stages for o in (*s.outs, *s.metrics)}
+    for s in stages:  # strictly above every consumer
+        assert all(prio[producer[i]] > prio[s.id] for i in s.inputs if i in producer), s.id

@@ -115,6 +115,19 @@ def load(params_path: str | Path = paths.PARAMS) -> list[Stage]:
     return load_resolver(params_path).graph()
 
 
+def priorities(stages: list[Stage]) -> dict[str, int]:
+    """Each stage's Snakemake ``priority:``: how many stages are downstream of it. Among the jobs that are ready, the
+    one that unblocks the most work starts first; in the default that is the data before the towers, so the LM's
+    stage 0 (the longest download, which every training stage waits for) starts one job earlier. DVC runs stages
+    one at a time and has no use for it."""
+    producer = {o: s.id for s in stages for o in (*s.outs, *s.metrics)}
+    below: dict[str, set[str]] = {s.id: set() for s in stages}
+    for s in reversed(stages):  # topological order, reversed: a stage's consumers are complete before it is read
+        for up in {producer[i] for i in s.inputs if i in producer}:
+            below[up] |= {s.id, *below[s.id]}
+    return {i: len(v) for i, v in below.items()}
+
+
 def snakemake_inputs(stage: Stage) -> list[str]:
     """Code files and upstream outputs (code deps are files, never directories: Snakemake compares mtimes)."""
     return list(stage.deps)

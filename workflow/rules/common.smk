@@ -11,6 +11,7 @@ from jarvis.dag import (
     launcher,
     load,
     params_file,
+    priorities,
     require_fresh,
     slurm_resources,
     snakemake_inputs,
@@ -21,6 +22,7 @@ reject_runner_config(config)
 STAGES = load("params.yaml")
 require_fresh(STAGES)  # a dvc.yaml of another graph: fail naming `jarvis dag render` (the two tools must agree)
 PARAMS_STALE = sync_params_files(STAGES)
+PRIORITY = priorities(STAGES)  # the stages that unblock the most work start first (jarvis.dag.priorities)
 # A training job killed by preemption (or a node failure) exits non-zero after saving a checkpoint (SIGTERM -> save
 # -> exit 143, jarvis.training): Snakemake resubmits it and the stage resumes from _work/ (its outputs were never
 # written). Other stages fail at once: their failures are bugs to look at.

@@ -21,6 +21,7 @@ for _stage in STAGES:
             launcher=launcher(_stage),
             done=f"{DONE_DIR}/{_stage.id}",
         threads: _stage.resources["cpus"]
+        priority: PRIORITY[_stage.id]
         resources:
             **slurm_resources(_stage),
         retries: TRAINING_RETRIES if _stage.kind in ("pretrain", "finetune") else 0
