@@ -25,7 +25,5 @@ for _stage in STAGES:
         resources:
             **slurm_resources(_stage),
         retries: TRAINING_RETRIES if _stage.kind in ("pretrain", "finetune") else 0
-        # A retried job (TRAINING_RETRIES) would overwrite the log of the attempt that failed: keep it beside the new one.
         shell:
-            "if [ -s {log:q} ]; then mv -f {log:q} {log:q}.previous; fi; "
             "{params.launcher}{params.cmd} > {log:q} 2>&1 && mkdir -p $(dirname {params.done:q}) && touch {params.done:q}"
