@@ -115,12 +115,17 @@ def load(params_path: str | Path = paths.PARAMS) -> list[Stage]:
     return load_resolver(params_path).graph()
 
 
+def producers(stages: list[Stage]) -> dict[str, str]:
+    """Declared output (or metrics file) -> the id of the stage that writes it."""
+    return {o: s.id for s in stages for o in (*s.outs, *s.metrics)}
+
+
 def priorities(stages: list[Stage]) -> dict[str, int]:
     """Each stage's Snakemake ``priority:``: how many stages are downstream of it. Among the jobs that are ready, the
     one that unblocks the most work starts first; in the default that is the data before the towers, so the LM's
     stage 0 (the longest download, which every training stage waits for) starts one job earlier. DVC runs stages
     one at a time and has no use for it."""
-    producer = {o: s.id for s in stages for o in (*s.outs, *s.metrics)}
+    producer = producers(stages)
     below: dict[str, set[str]] = {s.id: set() for s in stages}
     for s in reversed(stages):  # topological order, reversed: a stage's consumers are complete before it is read
         for up in {producer[i] for i in s.inputs if i in producer}:
@@ -177,7 +182,7 @@ def sync_params_files(stages: list[Stage], lock_path: Path = Path("dvc.lock")) -
     from jarvis.io import write_text_atomic
 
     lock = (yaml.safe_load(lock_path.read_text()) or {}) if lock_path.is_file() else {}
-    producer = {o: s.id for s in stages for o in (*s.outs, *s.metrics)}
+    producer = producers(stages)
     PARAMS_DIR.mkdir(parents=True, exist_ok=True)
     stale = []
     for s in stages:
