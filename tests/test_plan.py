@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import shlex
@@ -203,6 +204,78 @@ def test_closure_follows_function_local_imports_and_skips_type_checking(tmp_path
     (pkg / "c.py").write_text("")
     got = codedeps.closure({"jarvis.a"}, src=tmp_path)
     assert got == {"jarvis", "jarvis.a", "jarvis.sub", "jarvis.sub.b", "jarvis.sub.d"}
+
+
+def _every_node(tree):
+    """The walk codedeps used before it followed statements only: every node, minus `if TYPE_CHECKING:` bodies."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if codedeps._is_type_checking(node):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
+def _imports(nodes) -> list[str]:
+    return sorted(ast.dump(n) for n in nodes if isinstance(n, (ast.Import, ast.ImportFrom)))
+
+
+ODD_PLACES = """
+import a
+class C:
+    import b
+    def m(self):
+        with open(x) as f, g():
+            for i in y:
+                while z:
+                    import c
+                else:
+                    import d
+        try:
+            import e
+        except ImportError:
+            import f
+        else:
+            from . import i
+        finally:
+            from .. import j
+        try:
+            pass
+        except* OSError:
+            from g import h
+        match v:
+            case 1:
+                import k
+            case _:
+                if w:
+                    import l
+                elif q:
+                    import m
+                else:
+                    import n
+async def am():
+    async with a:
+        async for b in c:
+            import o
+lam = lambda: (p if q else r)
+if TYPE_CHECKING:
+    import never
+else:
+    import p
+"""
+
+
+def test_statement_walk_finds_every_import_a_full_walk_finds(root):
+    """codedeps walks statement lists only (imports are statements); every import of every module of the package,
+    and of a module with imports in every kind of block, is the same as a walk over every node finds."""
+    trees = {"odd places": ast.parse(ODD_PLACES)}
+    trees |= {str(f): ast.parse(f.read_text()) for f in sorted((root / "src" / "jarvis").rglob("*.py"))}
+    assert len(trees) > 40
+    for name, tree in trees.items():
+        assert _imports(codedeps._walk(tree)) == _imports(_every_node(tree)), name
+    assert len(_imports(codedeps._walk(trees["odd places"]))) == 15  # a..p (h from g), `never` excluded
 
 
 # ------------------------------------------------------------------ seeds

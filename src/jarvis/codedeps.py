@@ -35,8 +35,15 @@ def _is_type_checking(node: ast.AST) -> bool:
         or (isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING"))
 
 
+# Import statements sit only in statement lists (an expression cannot hold one), so the walk follows those and
+# skips every expression: a tenth of the nodes, and a stage process or Snakemake run resolves its code deps that
+# much sooner (issue 13). tests/test_dag.py checks it against a walk of every node.
+_STATEMENT_LISTS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
 def _walk(tree: ast.AST):
-    """ast.walk without the bodies of ``if TYPE_CHECKING:`` (annotations only; never executed)."""
+    """The statements of ``tree`` (and their nested statements), without the bodies of ``if TYPE_CHECKING:``
+    (annotations only; never executed)."""
     todo = [tree]
     while todo:
         node = todo.pop()
@@ -44,7 +51,10 @@ def _walk(tree: ast.AST):
         if _is_type_checking(node):
             todo.extend(node.orelse)
             continue
-        todo.extend(ast.iter_child_nodes(node))
+        for field in _STATEMENT_LISTS:
+            children = getattr(node, field, None)
+            if isinstance(children, list):  # `IfExp.body` / `Lambda.body` are expressions, not lists
+                todo.extend(children)
 
 
 def _imports_of(tree: ast.AST, current: str, is_pkg: bool) -> set[str]:
@@ -65,11 +75,22 @@ def _imports_of(tree: ast.AST, current: str, is_pkg: bool) -> set[str]:
 
 
 @functools.cache
+def _parsed(path: Path, stamp: tuple[int, int]) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _tree(path: Path) -> ast.Module:
+    """``path`` parsed once per version of the file (cli.py is read once per command function otherwise)."""
+    st = path.stat()
+    return _parsed(path, (st.st_mtime_ns, st.st_size))
+
+
+@functools.cache
 def _direct(module: str, src: Path) -> frozenset[str]:
     path = module_file(module, src)
     if path is None:
         return frozenset()
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = _tree(path)
     found = {m for m in _imports_of(tree, module, path.name == "__init__.py") if module_file(m, src) is not None}
     return frozenset(found | set(_package_inits(module)))
 
@@ -79,7 +100,7 @@ def function_imports(module: str, function: str, src: Path = SRC) -> set[str]:
     path = module_file(module, src)
     if path is None:
         raise ValueError(f"{module}: not a module under {src}")
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = _tree(path)
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == function:
             return {m for m in _imports_of(node, module, False) if module_file(m, src) is not None}
@@ -118,7 +139,7 @@ def _cli_shared(src: Path) -> tuple[str, ...]:
     ``build_parser`` and the module's private helpers (``_resolver``, ``_known``, ...)."""
     path = module_file(f"{PACKAGE}.cli", src)
     assert path is not None
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = _tree(path)
     names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("_")]
     return ("main", "build_parser", *names)
 

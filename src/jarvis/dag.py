@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from jarvis import paths
+from jarvis import paths, yamlsafe
 from jarvis.plan import StagePlan as Stage
 
 
@@ -181,7 +181,7 @@ def sync_params_files(stages: list[Stage], lock_path: Path = Path("dvc.lock")) -
 
     from jarvis.io import write_text_atomic
 
-    lock = (yaml.safe_load(lock_path.read_text()) or {}) if lock_path.is_file() else {}
+    lock = (yamlsafe.safe_load(lock_path.read_text()) or {}) if lock_path.is_file() else {}
     producer = producers(stages)
     PARAMS_DIR.mkdir(parents=True, exist_ok=True)
     stale = []

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from jarvis import yamlsafe
 from jarvis.io import write_json_atomic, write_text_atomic
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -156,7 +157,7 @@ def read_lock() -> dict[str, Any]:
     path = lock_path()
     if not path.is_file():
         return {}
-    data = yaml.safe_load(path.read_text()) or {}
+    data = yamlsafe.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping")
     return data
